@@ -1,0 +1,3 @@
+"""cowdns: a hot-reloading authoritative DNS server whose readers never lock."""
+
+__version__ = "0.1.0"

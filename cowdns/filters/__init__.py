@@ -1,0 +1,1 @@
+"""The filter chain: pure functions of (request, table view) that build answers."""

@@ -1,0 +1,1 @@
+"""The IP table: parsing, snapshots, sources and the reloader (imports nothing above it)."""

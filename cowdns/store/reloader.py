@@ -1,0 +1,382 @@
+"""The reloader: owns every reload policy; sources only fetch, tables only install.
+
+Invariants:
+
+* A failure of any kind (source down, garbage, deadline, refused by the shrink
+  guard) leaves the served table as it was.  We never install an empty table
+  because a read came back empty or truncated.
+* Validation of a big table yields to the event loop every few thousand keys,
+  so queries keep being answered from the old table while the new one is built;
+  installing it is O(1) in copy-on-write mode.
+* One reload runs at a time; triggers that arrive meanwhile coalesce into one
+  more reload.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import trio
+
+from cowdns.errors import EntryError, ReloadRefused, SourceError
+from cowdns.store.sources import Change, Fetched, Source, WatchableSource
+from cowdns.store.table import Entry, TableBuilder, build_table, entry_to_json
+from cowdns.store.zones import Zones
+
+__all__ = ["ReloadResult", "Reloader", "Table", "load_state_file", "write_state_file"]
+
+log = logging.getLogger("cowdns.reload")
+
+Outcome = Literal["loaded", "unchanged", "failed", "refused"]
+
+STATE_FORMAT = 1
+
+
+class TableInfo(Protocol):
+    @property
+    def entries(self) -> Mapping[str, Entry]: ...
+
+    @property
+    def ancestors(self) -> Mapping[str, int]: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def loaded_at(self) -> float: ...
+
+
+class Table(Protocol):
+    """Where a reload is installed: the copy-on-write holder or the locked table."""
+
+    @property
+    def zones(self) -> Zones: ...
+
+    def table(self) -> TableInfo:
+        """The table as served now (the reloader's own, unlocked, read)."""
+        ...
+
+    async def install(self, builder: TableBuilder, version: str) -> int:
+        """Replace the served table by ``builder``'s; returns the new generation."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    outcome: Outcome
+    generation: int
+    names: int
+    version: str
+    duration: float
+    rejected: int = 0
+    error: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "outcome": self.outcome,
+            "generation": self.generation,
+            "names": self.names,
+            "version": self.version,
+            "duration_seconds": round(self.duration, 6),
+            "rejected": self.rejected,
+            "error": self.error,
+        }
+
+
+def write_state_file(path: Path, entries: Mapping[str, Entry], version: str) -> None:
+    """Write the last good table atomically (temp file + rename); blocking, run in a thread."""
+    body = {
+        "cowdns_state": STATE_FORMAT,
+        "version": version,
+        "saved_at": time.time(),
+        "table": {key: entry_to_json(entry) for key, entry in entries.items()},
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(body, fh, separators=(",", ":"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_state_file(path: Path) -> Fetched:
+    """Read a state file written by :func:`write_state_file`; raises SourceError."""
+    try:
+        with open(path, "rb") as fh:
+            body = json.load(fh)
+    except FileNotFoundError:
+        raise SourceError(f"state file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"state file {path} is unreadable: {exc}") from None
+    if (
+        not isinstance(body, dict)
+        or body.get("cowdns_state") != STATE_FORMAT
+        or not isinstance(body.get("table"), dict)
+    ):
+        raise SourceError(f"state file {path} is not a cowdns state file")
+    return Fetched(body["table"], str(body.get("version", "state")))
+
+
+class Reloader:
+    """Keeps ``table`` fresh from ``source``: periodic, on demand, and pushed changes."""
+
+    def __init__(
+        self,
+        source: Source,
+        table: Table,
+        *,
+        interval: float = 300.0,
+        jitter: float = 0.1,
+        deadline: float = 60.0,
+        max_shrink: float = 0.5,
+        state_file: Path | None = None,
+        checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
+        chunk: int = 2000,
+    ) -> None:
+        self.source = source
+        self.table = table
+        self.interval = interval
+        self.jitter = jitter
+        self.deadline = deadline
+        self.max_shrink = max_shrink
+        self.state_file = state_file
+        self.checkpoint = checkpoint
+        self.chunk = chunk
+        self.last_result: ReloadResult | None = None
+        self.loaded = trio.Event()
+        self.on_result: list[Callable[[ReloadResult], None]] = []
+        self.on_rejected: list[Callable[[EntryError], None]] = []
+        self._lock = trio.Lock()
+        self._wakeup = trio.Event()
+        self._failures = 0
+        self._reported: set[tuple[str, str]] = set()
+
+    # -- triggers ---------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Ask the running reloader for a full reload now (SIGHUP, admin endpoint)."""
+        self._wakeup.set()
+
+    # -- one reload -------------------------------------------------------------
+
+    async def reload(self, *, force: bool = False) -> ReloadResult:
+        """Fetch and install the whole table now; the served table survives any failure.
+
+        ``force`` re-reads an unchanged source and overrides the shrink guard.
+        """
+        async with self._lock:
+            started = time.monotonic()
+            if force:
+                self.source.forget_version()
+            try:
+                with trio.fail_after(self.deadline):
+                    fetched = await self.source.fetch()
+                    if fetched is None:
+                        result = self._result("unchanged", started)
+                    else:
+                        result = await self._install_full(fetched, started, force=force)
+            except trio.TooSlowError:
+                self.source.forget_version()
+                result = self._result(
+                    "failed",
+                    started,
+                    error=f"{self.source.description}: no answer within {self.deadline:g}s",
+                )
+            except SourceError as exc:
+                self.source.forget_version()
+                result = self._result("failed", started, error=str(exc))
+            except ReloadRefused as exc:
+                self.source.forget_version()
+                result = self._result("refused", started, error=str(exc))
+            self._finish(result)
+            return result
+
+    async def _install_full(self, fetched: Fetched, started: float, *, force: bool) -> ReloadResult:
+        builder = await build_table(
+            self.table.zones, fetched.entries, self.checkpoint, chunk=self.chunk
+        )
+        self._guard_shrink(len(builder.entries), force=force)
+        return await self._install(builder, fetched.version, started)
+
+    def _guard_shrink(self, new_size: int, *, force: bool) -> None:
+        old_size = len(self.table.table().entries)
+        if force or old_size == 0:
+            return
+        dropped = (old_size - new_size) / old_size
+        if dropped > self.max_shrink:
+            raise ReloadRefused(
+                f"new table has {new_size} names, {dropped:.0%} fewer than the {old_size} served"
+                f" (limit {self.max_shrink:.0%}); keeping the served table (force to override)"
+            )
+
+    async def _install(self, builder: TableBuilder, version: str, started: float) -> ReloadResult:
+        rejected = builder.rejected
+        for error in rejected:
+            self._report(error)
+        generation = await self.table.install(builder, version)
+        result = self._result("loaded", started, rejected=len(rejected))
+        if self.state_file is not None:
+            await self._save_state()
+        return result
+
+    async def apply_changes(self, changes: Sequence[Change], version: str) -> ReloadResult:
+        """Install pushed single-key changes on a copy of the served table."""
+        async with self._lock:
+            started = time.monotonic()
+            served = self.table.table()
+            builder = TableBuilder.from_table(self.table.zones, served.entries, served.ancestors)
+            for count, change in enumerate(changes, 1):
+                if change.value is None:
+                    builder.delete(change.key)
+                else:
+                    builder.put(change.key, change.value)
+                if count % self.chunk == 0:
+                    await self.checkpoint()
+            result = await self._install(builder, version, started)
+            self._finish(result)
+            return result
+
+    async def _save_state(self) -> None:
+        assert self.state_file is not None
+        served = self.table.table()
+        try:
+            await trio.to_thread.run_sync(
+                write_state_file, self.state_file, served.entries, served.version
+            )
+        except OSError as exc:
+            log.error("cannot write state file %s: %s", self.state_file, exc)
+
+    def _report(self, error: EntryError) -> None:
+        # Each bad key is reported once, not at every reload.
+        marker = (error.key, error.message)
+        if marker in self._reported:
+            return
+        self._reported.add(marker)
+        log.warning("rejected table entry %s", error)
+        for hook in self.on_rejected:
+            hook(error)
+
+    def _result(
+        self, outcome: Outcome, started: float, *, rejected: int = 0, error: str = ""
+    ) -> ReloadResult:
+        served = self.table.table()
+        return ReloadResult(
+            outcome,
+            served.generation,
+            len(served.entries),
+            served.version,
+            time.monotonic() - started,
+            rejected,
+            error,
+        )
+
+    def _finish(self, result: ReloadResult) -> None:
+        self.last_result = result
+        if result.outcome in ("loaded", "unchanged"):
+            self._failures = 0
+            if result.generation > 0:
+                self.loaded.set()
+        else:
+            self._failures += 1
+        if result.outcome == "loaded":
+            log.info(
+                "reload loaded generation=%d names=%d version=%s duration=%.3fs rejected=%d",
+                result.generation,
+                result.names,
+                result.version,
+                result.duration,
+                result.rejected,
+            )
+        elif result.outcome == "unchanged":
+            log.debug("reload unchanged generation=%d version=%s", result.generation, result.version)
+        else:
+            log.error(
+                "reload %s: %s; serving generation=%d names=%d",
+                result.outcome,
+                result.error,
+                result.generation,
+                result.names,
+            )
+        for hook in self.on_result:
+            hook(result)
+
+    # -- start-up and the schedule ----------------------------------------------
+
+    async def load_initial(self) -> ReloadResult:
+        """First load; when the store is unreachable, fall back to the state file."""
+        result = await self.reload()
+        if result.outcome == "failed" and self.state_file is not None and self.state_file.exists():
+            try:
+                fetched = await trio.to_thread.run_sync(load_state_file, self.state_file)
+            except SourceError as exc:
+                log.error("%s", exc)
+                return result
+            async with self._lock:
+                started = time.monotonic()
+                builder = await build_table(
+                    self.table.zones, fetched.entries, self.checkpoint, chunk=self.chunk
+                )
+                for error in builder.rejected:
+                    self._report(error)
+                await self.table.install(builder, fetched.version)
+                state_result = self._result("loaded", started, rejected=len(builder.rejected))
+            log.warning(
+                "store unreachable; serving the last good table from %s (version %s, %d names)",
+                self.state_file,
+                fetched.version,
+                state_result.names,
+            )
+            self.loaded.set()
+            self.last_result = state_result
+            for hook in self.on_result:
+                hook(state_result)
+            return state_result
+        return result
+
+    def next_delay(self) -> float:
+        """Seconds until the next periodic reload: backoff after failures, always jittered."""
+        base = self.interval
+        if self._failures:
+            base = min(self.interval, 1.0 * math.pow(2, self._failures - 1))
+        return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load once, report started, then reload on schedule, trigger and push."""
+        await self.load_initial()
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if isinstance(self.source, WatchableSource):
+                nursery.start_soon(self._watch_loop)
+            while True:
+                with trio.move_on_after(self.next_delay()):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                await self.reload()
+
+    async def _watch_loop(self) -> None:
+        source = self.source
+        assert isinstance(source, WatchableSource)
+        while True:
+            await self.loaded.wait()
+            since = self.table.table().version
+            try:
+                await source.watch(since, self.apply_changes)
+                log.warning("watch on %s ended; reloading in full", source.description)
+            except SourceError as exc:
+                log.warning("watch on %s broke (%s); reloading in full", source.description, exc)
+            source.forget_version()
+            result = await self.reload()
+            if result.outcome != "loaded":
+                await trio.sleep(self.next_delay())
