@@ -225,14 +225,18 @@ class Reloader:
         rejected = builder.rejected
         for error in rejected:
             self._report(error)
-        generation = await self.table.install(builder, version)
+        await self.table.install(builder, version)
         result = self._result("loaded", started, rejected=len(rejected))
         if self.state_file is not None:
             await self._save_state()
         return result
 
-    async def apply_changes(self, changes: Sequence[Change], version: str) -> ReloadResult:
+    async def apply_changes(self, changes: Sequence[Change], version: str) -> None:
         """Install pushed single-key changes on a copy of the served table."""
+        await self.apply(changes, version)
+
+    async def apply(self, changes: Sequence[Change], version: str) -> ReloadResult:
+        """Like :meth:`apply_changes`, returning the outcome."""
         async with self._lock:
             started = time.monotonic()
             served = self.table.table()
@@ -300,7 +304,9 @@ class Reloader:
                 result.rejected,
             )
         elif result.outcome == "unchanged":
-            log.debug("reload unchanged generation=%d version=%s", result.generation, result.version)
+            log.debug(
+                "reload unchanged generation=%d version=%s", result.generation, result.version
+            )
         else:
             log.error(
                 "reload %s: %s; serving generation=%d names=%d",

@@ -58,10 +58,7 @@ def parse_name(key: str) -> dns.name.Name:
     if text == ".":
         raise EntryError(key, "the root is not a table name")
     try:
-        if text.isascii():
-            name = dns.name.from_text(text)
-        else:
-            name = dns.name.from_unicode(text)
+        name = dns.name.from_text(text) if text.isascii() else dns.name.from_unicode(text)
     except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
         raise EntryError(key, f"not a valid DNS name ({exc})") from exc
     return name
@@ -88,7 +85,7 @@ def _key_of(key: str, zones: Zones) -> tuple[str, Zone]:
 
 def _parse_ips(key: str, ips: object) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if isinstance(ips, str) or not isinstance(ips, list | tuple):
-        raise EntryError(key, "addresses must be a list such as [\"192.0.2.1\"]")
+        raise EntryError(key, 'addresses must be a list such as ["192.0.2.1"]')
     if not ips:
         raise EntryError(key, "no addresses")
     v4: list[str] = []
@@ -116,7 +113,7 @@ def parse_entry(key: str, value: object, zones: Zones) -> tuple[str, Entry]:
         if unknown:
             raise EntryError(key, f"unknown field(s) {', '.join(sorted(map(str, unknown)))}")
         if "ips" not in value:
-            raise EntryError(key, "missing \"ips\"")
+            raise EntryError(key, 'missing "ips"')
         raw_ttl = value.get("ttl")
         if raw_ttl is not None:
             if isinstance(raw_ttl, bool) or not isinstance(raw_ttl, int):

@@ -25,7 +25,9 @@ def load_json_object(data: bytes, where: str) -> dict[str, object]:
             f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
     if not isinstance(obj, dict):
-        raise SourceError(f"{where}: expected one JSON object {{name: addresses}}, got {type(obj).__name__}")
+        raise SourceError(
+            f"{where}: expected one JSON object {{name: addresses}}, got {type(obj).__name__}"
+        )
     return obj
 
 

@@ -1,0 +1,5 @@
+"""``python -m cowdns``."""
+
+from cowdns.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Assemble a running server from a Config: table, source, reloader, engine, listeners."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from cowdns.config import Config
+from cowdns.engine import Engine
+from cowdns.errors import ConfigError
+from cowdns.server import Listener, bind_listeners, serve_tcp, serve_udp
+from cowdns.store.reloader import Reloader
+from cowdns.store.snapshot import SnapshotHolder
+from cowdns.store.sources import Source
+from cowdns.store.sources.file import FileSource
+
+if TYPE_CHECKING:
+    from cowdns.store.locked import LockedTable
+
+__all__ = ["Running", "build_source", "serve"]
+
+log = logging.getLogger("cowdns")
+
+
+@dataclass
+class Running:
+    """Handles on a started server (what ``nursery.start(serve, config)`` returns)."""
+
+    config: Config
+    listeners: list[Listener]
+    engine: Engine
+    reloader: Reloader
+    table: SnapshotHolder | LockedTable
+    cancel_scope: trio.CancelScope
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(listener.host, listener.port) for listener in self.listeners]
+
+    def stop(self) -> None:
+        self.cancel_scope.cancel()
+
+
+def build_source(url: str, base_dir: Path) -> Source:
+    """The source for a ``store.url``."""
+    if url.startswith("file:"):
+        path = Path(url[len("file:") :])
+        return FileSource(path if path.is_absolute() else base_dir / path)
+    try:
+        from cowdns.store.sources.urls import open_source
+    except ImportError:
+        raise ConfigError("store.url", f"unsupported store URL {url!r}") from None
+    return open_source(url, base_dir)
+
+
+def _try_line(running: Running) -> str:
+    host, port = running.addresses[0]
+    table = running.reloader.table.table()
+    name = next(iter(table.entries), None) or running.config.zones.zones[0].origin.to_text()
+    return f"try: dig @{host} -p {port} {name.rstrip('.')} A"
+
+
+async def _signals(running: Running) -> None:
+    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: reloading")
+                running.reloader.trigger()
+            else:
+                log.info("%s: stopping", signal.Signals(signum).name)
+                running.stop()
+                return
+
+
+async def serve(
+    config: Config,
+    *,
+    handle_signals: bool = False,
+    announce: bool = False,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Load the table, listen, answer and reload until cancelled."""
+    server = config.server
+    store = config.store
+    table: SnapshotHolder | LockedTable
+    if server.mode == "locked":
+        from cowdns.store.locked import LockedTable
+
+        table = LockedTable(config.zones)
+    else:
+        table = SnapshotHolder.empty(config.zones)
+    source = build_source(store.url, config.base_dir)
+    reloader = Reloader(
+        source,
+        table,
+        interval=store.reload_interval,
+        jitter=store.reload_jitter,
+        deadline=store.reload_deadline,
+        max_shrink=store.max_shrink,
+        state_file=store.state_file,
+    )
+    engine = Engine(table, max_payload=server.max_udp_payload, inject_bug=server.inject_bug)
+    listeners = await bind_listeners(server.listen)
+    try:
+        async with trio.open_nursery() as nursery:
+            running = Running(config, listeners, engine, reloader, table, nursery.cancel_scope)
+            await nursery.start(reloader.run)
+            for listener in listeners:
+                nursery.start_soon(serve_udp, listener.udp, engine.handle)
+                nursery.start_soon(
+                    partial(
+                        serve_tcp,
+                        listener.tcp,
+                        engine.handle,
+                        idle_timeout=server.tcp_idle_timeout,
+                        read_timeout=server.tcp_read_timeout,
+                        max_connections=server.tcp_max_connections,
+                    )
+                )
+            if handle_signals:
+                nursery.start_soon(_signals, running)
+            served = table.table()
+            where = ", ".join(f"{host}:{port}" for host, port in running.addresses)
+            log.info(
+                "serving %s on %s (udp+tcp), mode %s, %d names, generation %d",
+                ", ".join(zone.origin.to_text() for zone in config.zones),
+                where,
+                server.mode,
+                len(served.entries),
+                served.generation,
+            )
+            if announce:
+                print(f"cowdns listening on {where} (udp+tcp), mode {server.mode}", flush=True)
+                print(_try_line(running), flush=True)
+            task_status.started(running)
+    finally:
+        for listener in listeners:
+            listener.close()
+        await source.aclose()
