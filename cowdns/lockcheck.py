@@ -342,7 +342,10 @@ class _Walker:
 
     def stmt(self, node: ast.stmt, states: set[_State]) -> _Flow:
         flow = self._stmt(node, states)
-        flow.seen |= states
+        # An exception from this statement starts in the state before it, except
+        # that a failing release (of a lock not held) leaves nothing to release.
+        releases = isinstance(node, ast.Expr) and any(not hit[2] for hit in _calls_in([node]))
+        flow.seen |= flow.normal if releases else states
         return flow
 
     def _stmt(self, node: ast.stmt, states: set[_State]) -> _Flow:
@@ -448,7 +451,8 @@ class _Walker:
                 cache[state] = self.block(node.finalbody, {state})
             return cache[state].normal
 
-        done = _Flow(seen=set(flow.seen))
+        # an exception escaping the try runs the finally body before it propagates
+        done = _Flow(seen={s for st in flow.seen for s in through(st)})
         done.normal = {s for st in flow.normal for s in through(st)}
         done.breaks = {s for st in flow.breaks for s in through(st)}
         done.continues = {s for st in flow.continues for s in through(st)}
@@ -513,7 +517,7 @@ def _check_function(
     header = range(func.lineno, max(func.lineno + 1, func.body[0].lineno))
     findings: list[Finding] = []
     for (key, line), paths in sorted(leaks.items(), key=lambda item: (item[0][1], item[0][0])):
-        ordered = sorted(paths, key=lambda p: (p[1], p[0]))
+        ordered = sorted(paths, key=lambda p: (p[1], p[0] == "end", p[0]))
         release = _RELEASE_NAME[key.side]
         message = (
             f"{_SIDE_TEXT[key.side]} on {key.lock} acquired here may stay held: "
