@@ -41,6 +41,14 @@ Conditional acquires are understood in two forms: ``if lock.acquire(...):``
 (or ``if not ...``) and ``ok = lock.acquire(...)`` followed by ``if ok:`` or
 ``if not ok:``.
 
+Output: a listing per file and function, then one line per finding
+(``path.py:12: in Table.lookup(): read lock on self.lock acquired here may stay
+held: return at line 15 without release_read``); ``--quiet`` keeps only the
+unacknowledged findings; ``--json`` prints a list of objects with ``file``,
+``function``, ``line`` (of the acquire), ``lock`` (receiver text), ``kind``
+(``lock``, ``read`` or ``write``), ``message``, ``acknowledged``, ``reason`` and
+``exits`` (each ``{"kind": "return"|"raise"|"end", "line": N}``).
+
 Exit status: 0 clean, 1 when an unacknowledged finding exists, 2 when an input
 cannot be read or parsed.
 """

@@ -141,6 +141,17 @@ GOOD = [
         """,
     ),
     _case(
+        "while-true-leaves-only-by-return",
+        """
+        def f(self):
+            self.lock.acquire()
+            while True:
+                if self.step():
+                    self.lock.release()
+                    return
+        """,
+    ),
+    _case(
         "acquire-release-each-iteration",
         """
         def f(self, items):
@@ -516,6 +527,11 @@ def test_bad_snippet_is_flagged_at_its_acquire(case: Case) -> None:
     findings = [f for f in report.findings if not f.acknowledged]
     assert [f.line for f in findings] == _leak_lines(case.source)
     assert sorted({f.function for f in findings}) == sorted(case.functions)
+
+
+def test_things_that_are_not_locks_are_not_listed() -> None:
+    (case,) = [c for c in GOOD if c.id == "not-locks"]
+    assert lockcheck.check_source(case.source).functions == ()
 
 
 def test_go_shape_message_names_lock_side_and_exit() -> None:
