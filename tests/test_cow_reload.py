@@ -25,7 +25,9 @@ async def test_queries_during_a_200k_build_are_answered_from_the_old_snapshot(
     old = holder.current
     assert old.generation == 1
 
-    big = {f"n{i}.bulk.example.com": [f"192.0.2.{i % 250 + 1}"] for i in range(BIG)}
+    big: dict[str, object] = {
+        f"n{i}.bulk.example.com": [f"192.0.2.{i % 250 + 1}"] for i in range(BIG)
+    }
     big.update(TABLE)
     big["www.example.com"] = ["192.0.2.111"]
     (tmp_path / "table.json").write_text(json.dumps(big))
