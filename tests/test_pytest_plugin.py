@@ -6,7 +6,17 @@ and an in-process run would leave its deliberate leaks in this process.
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import pytest
+
+# Installed, the plugin loads itself through its pytest11 entry point (and a second
+# "-p" would clash with it); from a source tree without it, load it by module name.
+PLUGIN_ARGS = (
+    ()
+    if any(ep.value == "cowdns.pytest_plugin" for ep in entry_points(group="pytest11"))
+    else ("-p", "cowdns.pytest_plugin")
+)
 
 pytest_plugins = ["pytester"]
 
@@ -55,7 +65,7 @@ async def test_fails_and_leaks():
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     pytester.makeini(INI)
     pytester.makepyfile(test_inner=TESTS)
-    return pytester.runpytest_subprocess("-p", "cowdns.pytest_plugin", "-v", *args)
+    return pytester.runpytest_subprocess(*PLUGIN_ARGS, "-v", *args)
 
 
 def outcome_of(result: pytest.RunResult, test: str) -> str:
@@ -97,7 +107,7 @@ def test_flag_fails_tests_that_leave_locks_held(pytester: pytest.Pytester) -> No
 def test_ini_option_switches_the_check_on(pytester: pytest.Pytester) -> None:
     pytester.makeini(INI + "cowdns_lockcheck = true\n")
     pytester.makepyfile(test_inner=TESTS)
-    result = pytester.runpytest_subprocess("-p", "cowdns.pytest_plugin", "-v")
+    result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "-v")
     assert outcome_of(result, "test_leaks_a_read_hold") == "FAILED"
     assert outcome_of(result, "test_releases") == "PASSED"
     result.stdout.fnmatch_lines(["*acquired at */test_inner.py:8 in test_leaks_a_read_hold()"])
