@@ -430,6 +430,20 @@ async def test_stacklevel_blames_the_callers_caller() -> None:
     lock.release_read()
 
 
+async def test_nowait_acquisitions_record_the_callers_line() -> None:
+    lock = RWLock("t")
+    line = here() + 1
+    lock.acquire_read_nowait()
+    assert lock.statistics().read_holders[0].site == f"{__file__}:{line}"
+    lock.release_read()
+    line = here() + 1
+    lock.acquire_write_nowait()
+    writer = lock.statistics().writer
+    assert writer is not None
+    assert writer.site == f"{__file__}:{line}"
+    lock.release_write()
+
+
 async def test_registries_track_live_and_held_locks() -> None:
     lock = RWLock("registered")
     assert lock in rwlock.live_locks()

@@ -267,16 +267,22 @@ class RWLock:
     def _can_read(self) -> bool:
         return self._writer is None and not self._write_lot
 
-    @enable_ki_protection
+    # Public methods capture the caller's frame before entering a KI-protected method,
+    # so that the protection's implementation can never shift ``stacklevel``.
+
     def acquire_read_nowait(self, *, stacklevel: int = 1) -> None:
         """Take a read hold without blocking; raises :class:`trio.WouldBlock`.
 
         ``stacklevel`` picks the frame recorded as the acquisition site, as in
         :func:`warnings.warn`: 1 is the caller, 2 the caller's caller.
         """
+        self._acquire_read_nowait(_site(sys._getframe(stacklevel)))
+
+    @enable_ki_protection
+    def _acquire_read_nowait(self, site: _Site) -> None:
         if not self._can_read():
             raise trio.WouldBlock
-        self._grant_read(_Hold("read", current_task(), _site(sys._getframe(stacklevel))))
+        self._grant_read(_Hold("read", current_task(), site))
 
     async def acquire_read(self, *, stacklevel: int = 1) -> None:
         """Take a read hold, waiting while a writer holds the lock or is queued for it.
@@ -342,14 +348,21 @@ class RWLock:
                 " write lock: that would wait for itself forever"
             )
 
-    @enable_ki_protection
     def acquire_write_nowait(self, *, stacklevel: int = 1) -> None:
-        """Take the write lock without blocking; raises :class:`trio.WouldBlock`."""
+        """Take the write lock without blocking; raises :class:`trio.WouldBlock`.
+
+        Raises:
+          LockError: if the calling task already holds this lock (read or write).
+        """
+        self._acquire_write_nowait(_site(sys._getframe(stacklevel)))
+
+    @enable_ki_protection
+    def _acquire_write_nowait(self, site: _Site) -> None:
         task = current_task()
         self._check_not_holding(task)
         if self._writer is not None or self._readers or self._write_lot:
             raise trio.WouldBlock
-        self._grant_write(_Hold("write", task, _site(sys._getframe(stacklevel))))
+        self._grant_write(_Hold("write", task, site))
 
     async def acquire_write(self, *, stacklevel: int = 1) -> None:
         """Take the write lock, waiting for every holder; new readers queue behind us.
