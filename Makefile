@@ -37,6 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check cowdns tests bench
 	$(VENV)/bin/ruff format --check cowdns tests bench
 	$(VENV)/bin/mypy cowdns tests bench
+	$(VENV)/bin/cowdns lockcheck --quiet cowdns
 
 test: $(STAMP) debs lint
 	$(PY) -m pytest

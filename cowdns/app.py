@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
 from cowdns.config import Config
 from cowdns.engine import Engine
-from cowdns.errors import ConfigError
 from cowdns.server import Listener, bind_listeners, serve_tcp, serve_udp
+from cowdns.store.locked import LockedTable
 from cowdns.store.reloader import Reloader
 from cowdns.store.snapshot import SnapshotHolder
-from cowdns.store.sources import Source
-from cowdns.store.sources.file import FileSource
+from cowdns.store.sources.urls import open_source
+from cowdns.store.watchdog import LockHealth, watch_lock
 
-if TYPE_CHECKING:
-    from cowdns.store.locked import LockedTable
-
-__all__ = ["Running", "build_source", "serve"]
+__all__ = ["Running", "serve"]
 
 log = logging.getLogger("cowdns")
 
@@ -38,6 +33,10 @@ class Running:
     reloader: Reloader
     table: SnapshotHolder | LockedTable
     cancel_scope: trio.CancelScope
+    lock_health: LockHealth | None = None
+    """Locked mode: the watchdog's verdict on the table lock."""
+    lock_tripped: trio.Event = field(default_factory=trio.Event)
+    """Set the first time the watchdog reports a stuck writer."""
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -45,18 +44,6 @@ class Running:
 
     def stop(self) -> None:
         self.cancel_scope.cancel()
-
-
-def build_source(url: str, base_dir: Path) -> Source:
-    """The source for a ``store.url``."""
-    if url.startswith("file:"):
-        path = Path(url[len("file:") :])
-        return FileSource(path if path.is_absolute() else base_dir / path)
-    try:
-        from cowdns.store.sources.urls import open_source
-    except ImportError:
-        raise ConfigError("store.url", f"unsupported store URL {url!r}") from None
-    return open_source(url, base_dir)
 
 
 def _try_line(running: Running) -> str:
@@ -90,12 +77,10 @@ async def serve(
     store = config.store
     table: SnapshotHolder | LockedTable
     if server.mode == "locked":
-        from cowdns.store.locked import LockedTable
-
         table = LockedTable(config.zones)
     else:
         table = SnapshotHolder.empty(config.zones)
-    source = build_source(store.url, config.base_dir)
+    source = open_source(store.url, config.base_dir)
     reloader = Reloader(
         source,
         table,
@@ -110,6 +95,15 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             running = Running(config, listeners, engine, reloader, table, nursery.cancel_scope)
+            if isinstance(table, LockedTable):
+                running.lock_health = await nursery.start(
+                    partial(
+                        watch_lock,
+                        table.lock,
+                        server.watchdog_threshold,
+                        on_trip=lambda _message: running.lock_tripped.set(),
+                    )
+                )
             await nursery.start(reloader.run)
             for listener in listeners:
                 nursery.start_soon(serve_udp, listener.udp, engine.handle)

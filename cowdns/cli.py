@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )
+    lockcheck = commands.add_parser(
+        "lockcheck",
+        help="list lock acquires/releases in Python code and flag paths that leave a lock held",
+        add_help=False,
+    )
+    lockcheck.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -116,6 +122,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowdns`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lockcheck"]:
+        # lockcheck owns its whole command line (its own --help, --json, paths).
+        from cowdns import lockcheck
+
+        return lockcheck.main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":

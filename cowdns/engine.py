@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import dns.message
 import dns.rcode
@@ -19,12 +18,10 @@ import dns.rdatatype
 
 from cowdns.filters.base import Answer, Request, Transport
 from cowdns.filters.chain import resolve
+from cowdns.store.locked import LockedTable
 from cowdns.store.snapshot import SnapshotHolder
 from cowdns.store.table import Entry
 from cowdns.wire import decode, encode, error_response, render
-
-if TYPE_CHECKING:
-    from cowdns.store.locked import LockedTable
 
 __all__ = ["Engine", "leaky_lookup"]
 
