@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
 # Debian packages the tests use: package:binary
-TEST_DEBS := bind9-dnsutils:dig etcd-server:etcd
+TEST_DEBS := bind9-dnsutils:dig etcd-server:etcd dnsperf:dnsperf
 
 .PHONY: run test lint venv debs clean
 

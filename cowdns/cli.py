@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,6 +75,28 @@ def _parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )
+    check = commands.add_parser(
+        "check", help="validate a config file and its table; print every problem"
+    )
+    check.add_argument("--config", "-c", type=Path, required=True, help="TOML config file")
+    check.add_argument(
+        "--table", type=Path, help="table file to check (default: read the configured store)"
+    )
+
+    push = commands.add_parser("push", help="replace the table under an etcd prefix by a file")
+    push.add_argument("file", type=Path, help="JSON table file")
+    push.add_argument("--store", required=True, metavar="etcd://HOST:PORT/PREFIX")
+    push.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        help="validate the file against these zones first; refuse to push if it has errors",
+    )
+    push.add_argument("--force", action="store_true", help="push even if validation fails")
+    push.add_argument(
+        "--quiet", "-q", action="store_true", help="print the summary only, not every name"
+    )
+
     lockcheck = commands.add_parser(
         "lockcheck",
         help="list lock acquires/releases in Python code and flag paths that leave a lock held",
@@ -120,6 +144,91 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_lines(path: Path) -> dict[str, int]:
+    """Line of each top-level key in a JSON table file, for messages a person can act on."""
+    lines: dict[str, int] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return lines
+    for number, line in enumerate(text.splitlines(), 1):
+        for match in re.finditer(r'"((?:[^"\\]|\\.)*)"\s*:', line):
+            try:
+                key = json.loads(f'"{match.group(1)}"')
+            except ValueError:
+                continue
+            lines.setdefault(key, number)
+    return lines
+
+
+async def _validate(config: Config, table: Path | None) -> tuple[int, list[str]]:
+    """Names that load and one message per problem."""
+    from cowdns.store.sources.file import FileSource
+    from cowdns.store.sources.urls import open_source
+    from cowdns.store.table import build_table
+
+    source = (
+        FileSource(table) if table is not None else open_source(config.store.url, config.base_dir)
+    )
+    try:
+        fetched = await source.fetch()
+    finally:
+        await source.aclose()
+    assert fetched is not None
+    builder = await build_table(config.zones, fetched.entries, trio.lowlevel.checkpoint)
+    where = table if table is not None else getattr(source, "path", None)
+    lines = _key_lines(where) if isinstance(where, Path) else {}
+    problems = []
+    for error in builder.rejected:
+        line = lines.get(error.key)
+        prefix = f"{where}:{line}: " if line is not None else f"{source.description}: "
+        problems.append(f"{prefix}{error}")
+    return len(builder.entries), problems
+
+
+async def _check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    print(f"{args.config}: ok, {len(config.zones)} zone(s)")
+    names, problems = await _validate(config, args.table)
+    for problem in problems:
+        print(problem)
+    status = "ok" if not problems else f"{len(problems)} problem(s)"
+    print(f"table: {names} name(s) load, {status}")
+    return 1 if problems else 0
+
+
+async def _push(args: argparse.Namespace) -> int:
+    from cowdns.store.push import push_table
+    from cowdns.store.sources.etcd import EtcdSource
+    from cowdns.store.sources.urls import open_source
+
+    source = open_source(args.store, Path.cwd())
+    if not isinstance(source, EtcdSource):
+        await source.aclose()
+        raise ConfigError("--store", "push needs an etcd://HOST:PORT/PREFIX URL")
+    try:
+        if args.config is not None:
+            _names, problems = await _validate(load_config(args.config), args.file)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems and not args.force:
+                print(
+                    f"cowdns: {len(problems)} problem(s) in {args.file}; nothing pushed"
+                    " (--force pushes anyway; cowdns skips invalid names when it loads)",
+                    file=sys.stderr,
+                )
+                return 1
+        report = await push_table(args.file, source)
+    finally:
+        await source.aclose()
+    lines = list(report.lines())
+    print(f"{source.description}: {lines[0]}")
+    if not args.quiet:
+        for line in lines[1:]:
+            print(line)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowdns`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -132,6 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "check":
+            return trio.run(_check, args)
+        if args.command == "push":
+            return trio.run(_push, args)
     except ConfigError as exc:
         print(f"cowdns: config error: {exc}", file=sys.stderr)
         return 2
