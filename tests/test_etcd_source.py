@@ -213,6 +213,30 @@ async def test_watch_delivers_puts_and_deletes(etcd: EtcdMember, source: EtcdSou
         nursery.cancel_scope.cancel()
 
 
+async def test_fetch_after_watched_changes_reads_nothing_new(
+    etcd: EtcdMember, source: EtcdSource
+) -> None:
+    await put_json(etcd, "www.example.com", ["192.0.2.1"])
+    fetched = await source.fetch()
+    assert fetched is not None
+    changes = Changes()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(source.watch, fetched.version, changes)
+        await put_json(etcd, "new.example.com", ["192.0.2.2"])
+        await put_json(etcd, "www.example.com", ["192.0.2.3"])
+        await etcd.delete(PREFIX + "new.example.com")
+        await put_json(etcd, "last.example.com", ["192.0.2.4"])
+        await changes.until(lambda s: "last.example.com" in s)
+        nursery.cancel_scope.cancel()
+    # Whoever applied the watched changes already has this state: no full read.
+    assert await source.fetch() is None
+
+    await put_json(etcd, "unwatched.example.com", ["192.0.2.5"])
+    after = await source.fetch()
+    assert after is not None
+    assert set(after.entries) == {"www.example.com", "last.example.com", "unwatched.example.com"}
+
+
 async def test_watch_catches_up_from_the_loaded_revision(
     etcd: EtcdMember, source: EtcdSource
 ) -> None:
@@ -407,6 +431,11 @@ async def test_reloader_loads_and_applies_watched_changes(etcd: EtcdMember) -> N
             await etcd.delete(PREFIX + "www.example.com")
             await results.until(lambda h: h.current.lookup("www.example.com.") is None)
             assert set(holder.current.entries) == {"mail.example.com.", "new.example.com."}
+
+            # The periodic reload finds nothing the watch has not delivered already.
+            generation = holder.current.generation
+            assert (await reloader.reload()).outcome == "unchanged"
+            assert holder.current.generation == generation
             nursery.cancel_scope.cancel()
     finally:
         await source.aclose()

@@ -7,14 +7,18 @@ Design notes:
   of a million keys loads without one giant response and without mixing two
   states of the store.  A compaction that overtakes the paging is a
   :class:`~cowdns.errors.SourceError`; the reloader simply tries again later.
-* ``fetch`` returns None when the prefix is exactly as it was at the last full
-  load.  The cluster revision is no good for that (any key anywhere bumps it),
-  so we ask for "keys under the prefix modified after the loaded revision"
-  (limit 1) and the prefix's key count in one small request: the prefix is
-  unchanged iff no key was modified since and the count is the same (a new or
-  rewritten key always carries a higher mod_revision; without one, a changed
-  prefix can only have lost keys).  etcd evaluates that filter by scanning the
-  prefix on the server, which is still far cheaper than shipping it.
+* ``fetch`` returns None when the prefix holds exactly what the caller last
+  got: the last full load, plus the watch batches delivered since when the
+  watch continued that load (it keeps the load's revision and key count up to
+  date once ``on_changes`` returns, so a periodic reload after pushed changes
+  costs one probe, not a full read).  The cluster revision cannot tell (any
+  key anywhere bumps it), so the probe asks for "keys under the prefix
+  modified after that revision" (limit 1) and the prefix's key count in one
+  small request: the prefix is unchanged iff no key was modified since and
+  the count is the same (a new or rewritten key always carries a higher
+  mod_revision; without one, a changed prefix can only have lost keys).  etcd
+  evaluates that filter by scanning the prefix on the server, which is still
+  far cheaper than shipping it.
 * ``watch`` starts at the served version + 1.  The version it reports with a
   batch is the highest ``mod_revision`` of the batch's events, not the
   response header's revision: while catching up, etcd stamps responses with
@@ -123,6 +127,7 @@ class _Page:
 class _Batch:
     changes: list[Change]
     revision: int
+    count_delta: int  # keys created minus keys deleted
 
 
 class EtcdSource:
@@ -197,7 +202,10 @@ class EtcdSource:
         except ValueError:
             raise SourceError(f"{self.description}: cannot watch from version {since!r}") from None
         send, receive = trio.open_memory_channel[_Batch | SourceError](_WATCH_BUFFER)
-        failure: SourceError | None = None
+        # While the watch continues the last full load, keep its (revision, count)
+        # current, so that fetch() knows the caller's table is already up to date.
+        tracked = self._loaded if self._loaded and self._loaded[0] == start - 1 else None
+        failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._read_watch, start, send)
             async with receive:
@@ -215,11 +223,20 @@ class EtcdSource:
                             break
                     if batches:
                         changes = [change for batch in batches for change in batch.changes]
-                        await on_changes(changes, str(batches[-1].revision))
+                        try:
+                            await on_changes(changes, str(batches[-1].revision))
+                        except Exception as exc:
+                            failure = exc
+                            break
+                        if tracked is not None and self._loaded == tracked:
+                            count = tracked[1] + sum(batch.count_delta for batch in batches)
+                            tracked = self._loaded = (batches[-1].revision, count)
+                        else:
+                            tracked = None  # a fetch loaded something newer meanwhile
                     if failure is not None:
                         break
             nursery.cancel_scope.cancel()
-        # Raised outside the nursery so that callers see a SourceError, not a group.
+        # Raised outside the nursery so that callers see the error itself, not a group.
         raise failure or SourceError(f"{self.description}: watch stream ended")
 
     # -- reading and writing raw keys (used by ``cowdns push``) -----------------------
@@ -450,6 +467,7 @@ class EtcdSource:
             return None  # "created" or a progress notification
         changes: list[Change] = []
         revision = 0
+        count_delta = 0
         try:
             for event in events:
                 kv = event["kv"]
@@ -457,11 +475,14 @@ class EtcdSource:
                 revision = max(revision, _int(kv.get("mod_revision")))
                 if event.get("type") == "DELETE":
                     changes.append(Change(name, None))
+                    count_delta -= 1
                 else:
                     changes.append(Change(name, _value(_unb64(kv.get("value")))))
+                    if _int(kv.get("version")) == 1:
+                        count_delta += 1  # a key's version restarts at 1 when it is created
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise SourceError(f"{self.description}: malformed watch event ({exc})") from None
-        return _Batch(changes, revision)
+        return _Batch(changes, revision, count_delta)
 
 
 def _header(answer: Mapping[str, Any]) -> Mapping[str, Any]:
