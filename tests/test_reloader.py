@@ -87,6 +87,14 @@ def results_of(reloader: Reloader) -> trio.MemoryReceiveChannel[ReloadResult]:
     return receive
 
 
+def rejected_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "cowdns.reload" and "rejected table entry" in record.getMessage()
+    ]
+
+
 # -- one reload -------------------------------------------------------------------
 
 
@@ -241,14 +249,6 @@ async def test_a_refused_table_stays_refused_until_forced() -> None:
 
 
 # -- rejected keys ----------------------------------------------------------------
-
-
-def rejected_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        record.getMessage()
-        for record in caplog.records
-        if record.name == "cowdns.reload" and "rejected table entry" in record.getMessage()
-    ]
 
 
 async def test_each_rejected_key_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
