@@ -574,6 +574,34 @@ async def test_push_recomputes_when_someone_writes_meanwhile(
     assert await stored(etcd) == {"www.example.com": ["192.0.2.1"]}
 
 
+async def test_batched_push_stops_at_a_concurrent_writer(etcd: EtcdMember, tmp_path: Path) -> None:
+    table: dict[str, object] = {f"h{i}.example.com": ["192.0.2.1"] for i in range(10)}
+    intruded = False
+
+    async def intrude(response: httpx.Response) -> None:
+        nonlocal intruded
+        if response.request.url.path == "/v3/kv/range" and not intruded:
+            intruded = True
+            await put_json(etcd, "h9.example.com", ["192.0.2.99"])  # in the last batch
+
+    async with httpx.AsyncClient(event_hooks={"response": [intrude]}) as client:
+        source = EtcdSource([etcd.client_url], PREFIX, client=client)
+        with pytest.raises(SourceError, match="stopped after 3 of 4 transactions"):
+            await push_table(write_table(tmp_path / "t.json", table), source, max_ops=3)
+    state = await stored(etcd)
+    assert state["h9.example.com"] == ["192.0.2.99"]  # the other writer's value survives
+    assert len(state) == 10
+
+    # Running the push again finishes it.
+    source = EtcdSource([etcd.client_url], PREFIX)
+    try:
+        report = await push_table(tmp_path / "t.json", source, max_ops=3)
+    finally:
+        await source.aclose()
+    assert report.changed == ("h9.example.com",) and report.transactions == 1
+    assert await stored(etcd) == table
+
+
 async def test_push_of_a_bad_file_is_a_source_error(source: EtcdSource, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[1, 2]")

@@ -14,9 +14,11 @@ A bigger push is a sequence of transactions and NOT atomic: watchers see the
 intermediate states.  Puts go first and deletes last, so every intermediate
 state holds every name that the old and the new table share, and no
 intermediate state is smaller than the old table (the reloader's shrink guard
-never fires because of a push).  Each transaction still compares against the
-revision of the previous one, so a concurrent writer stops the push with an
-error instead of being overwritten; running the push again finishes it.
+never fires because of a push).  Each transaction compares the keys it
+writes against what we read (a prefix-wide compare costs etcd a scan of the
+prefix per transaction, quadratic over a big push), so a concurrent writer of
+one of those keys stops the push with an error instead of being overwritten;
+running the push again finishes it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import trio
 
 from cowdns.errors import SourceError
-from cowdns.store.sources.etcd import EtcdSource
+from cowdns.store.sources.etcd import EtcdSource, RawPrefix
 from cowdns.store.sources.file import load_json_object
 
 __all__ = ["DEFAULT_MAX_TXN_OPS", "PushReport", "push_table"]
@@ -118,7 +120,7 @@ async def push_table(
                 continue  # someone wrote meanwhile: diff again against the new state
             return PushReport(added, changed, removed, unchanged, revision, 1)
         revision, transactions = await _push_in_batches(
-            source, wanted, puts, removed, current.revision, max_ops
+            source, wanted, current, puts, removed, max_ops
         )
         return PushReport(added, changed, removed, unchanged, revision, transactions)
     raise SourceError(
@@ -130,38 +132,29 @@ async def push_table(
 async def _push_in_batches(
     source: EtcdSource,
     wanted: dict[str, bytes],
+    current: RawPrefix,
     puts: Sequence[str],
     removed: Sequence[str],
-    revision: int,
     max_ops: int,
 ) -> tuple[int, int]:
+    revision = current.revision
     transactions = 0
     # Puts first, deletes last: see the module docstring.
-    for start in range(0, len(puts), max_ops):
-        batch = puts[start : start + max_ops]
-        revision = await _write_batch(
-            source, {name: wanted[name] for name in batch}, (), revision, transactions
+    none: Sequence[str] = ()
+    batches = [(puts[i : i + max_ops], none) for i in range(0, len(puts), max_ops)]
+    batches += [(none, removed[i : i + max_ops]) for i in range(0, len(removed), max_ops)]
+    for batch_puts, batch_deletes in batches:
+        expected = {name: current.mod_revisions.get(name, 0) for name in batch_puts}
+        expected.update((name, current.mod_revisions[name]) for name in batch_deletes)
+        new_revision = await source.write(
+            {name: wanted[name] for name in batch_puts}, batch_deletes, expected=expected
         )
-        transactions += 1
-    for start in range(0, len(removed), max_ops):
-        revision = await _write_batch(
-            source, {}, removed[start : start + max_ops], revision, transactions
-        )
+        if new_revision is None:
+            raise SourceError(
+                f"{source.description}: another writer changed keys of this push;"
+                f" stopped after {transactions} of {len(batches)} transactions,"
+                " run the push again to finish"
+            )
+        revision = new_revision
         transactions += 1
     return revision, transactions
-
-
-async def _write_batch(
-    source: EtcdSource,
-    puts: dict[str, bytes],
-    deletes: Sequence[str],
-    revision: int,
-    done: int,
-) -> int:
-    new_revision = await source.write(puts, deletes, unchanged_since=revision)
-    if new_revision is None:
-        raise SourceError(
-            f"{source.description}: another writer changed the prefix during the push;"
-            f" stopped after {done} transaction(s), run the push again to finish"
-        )
-    return new_revision

@@ -109,9 +109,10 @@ def _value(raw: bytes) -> object:
 
 @dataclass(frozen=True, slots=True)
 class RawPrefix:
-    """Everything under the prefix at one revision: ``{name: stored bytes}``."""
+    """Everything under the prefix at one revision: stored bytes and mod_revision per name."""
 
     values: Mapping[str, bytes]
+    mod_revisions: Mapping[str, int]
     revision: int
 
 
@@ -243,32 +244,36 @@ class EtcdSource:
 
     async def read_raw(self) -> RawPrefix:
         """Every key under the prefix, undecoded, at one revision."""
-        values: dict[str, Any] = {}
-        revision = await self._scan(values, decode=False)
-        return RawPrefix(values, revision)
+        items: dict[str, Any] = {}
+        revision = await self._scan(items, decode=False)
+        return RawPrefix(
+            {name: value for name, (value, _mod) in items.items()},
+            {name: mod for name, (_value, mod) in items.items()},
+            revision,
+        )
 
     async def write(
         self,
         puts: Mapping[str, bytes],
         deletes: Sequence[str],
         *,
-        unchanged_since: int,
+        unchanged_since: int | None = None,
+        expected: Mapping[str, int] | None = None,
     ) -> int | None:
-        """Put and delete names in one transaction, only if nothing under the prefix changed.
+        """Put and delete names in one transaction, guarded by compare-and-swap.
 
-        The transaction applies only when no key under the prefix has a
-        ``mod_revision`` above ``unchanged_since`` (compare-and-swap on the
-        whole prefix).  Returns the new revision, or None when the compare
+        ``unchanged_since``: apply only if no key under the prefix has a
+        ``mod_revision`` above it (etcd checks that by scanning the prefix:
+        fine once, too slow for every batch of a big push).  ``expected``:
+        apply only if each named key still has that ``mod_revision`` (0: the
+        key must not exist).  Returns the new revision, or None when a compare
         failed and nothing was written.  etcd caps the operations of one
-        transaction (``--max-txn-ops``, 128 by default).
+        transaction (``--max-txn-ops``, 128 by default); compares are capped
+        separately.
         """
-        success: list[dict[str, object]] = [
-            {"request_put": {"key": _b64(self._key(name)), "value": _b64(value)}}
-            for name, value in puts.items()
-        ]
-        success.extend({"request_delete_range": {"key": _b64(self._key(name))}} for name in deletes)
-        body = {
-            "compare": [
+        compare: list[dict[str, object]] = []
+        if unchanged_since is not None:
+            compare.append(
                 {
                     "key": _b64(self._prefix),
                     "range_end": _b64(self._range_end),
@@ -276,10 +281,22 @@ class EtcdSource:
                     "result": "LESS",
                     "mod_revision": str(unchanged_since + 1),
                 }
-            ],
-            "success": success,
-        }
-        answer = await self._post("/v3/kv/txn", body)
+            )
+        for name, mod_revision in (expected or {}).items():
+            compare.append(
+                {
+                    "key": _b64(self._key(name)),
+                    "target": "MOD",
+                    "result": "EQUAL",
+                    "mod_revision": str(mod_revision),
+                }
+            )
+        success: list[dict[str, object]] = [
+            {"request_put": {"key": _b64(self._key(name)), "value": _b64(value)}}
+            for name, value in puts.items()
+        ]
+        success.extend({"request_delete_range": {"key": _b64(self._key(name))}} for name in deletes)
+        answer = await self._post("/v3/kv/txn", {"compare": compare, "success": success})
         if not answer.get("succeeded"):
             return None
         return _int(_header(answer).get("revision"))
@@ -349,7 +366,10 @@ class EtcdSource:
             for kv in kvs:
                 key = _unb64(kv.get("key"))
                 value = _unb64(kv.get("value"))
-                items.append((self._name(key), _value(value) if decode else value))
+                if decode:
+                    items.append((self._name(key), _value(value)))
+                else:
+                    items.append((self._name(key), (value, _int(kv.get("mod_revision")))))
         except (AttributeError, ValueError) as exc:
             raise SourceError(f"{self.description}: malformed range answer ({exc})") from None
         return _Page(
