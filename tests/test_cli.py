@@ -120,24 +120,42 @@ async def dig_short(try_line: str) -> list[str]:
 # -- serve ------------------------------------------------------------------------
 
 
-async def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
-    config = write_config(tmp_path, table=TABLE)
+async def launch(nursery: trio.Nursery, config: Path) -> tuple[trio.Process, Lines, Lines, str]:
+    """Start ``cowdns serve`` on a free port; the process, its stdout, stderr and try line."""
     process = await trio.lowlevel.open_process(
         command("serve", "--config", str(config), "--listen", "127.0.0.1:0"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=tmp_path,
+        cwd=config.parent,
         env=environment(),
     )
     assert process.stdout is not None and process.stderr is not None
     out, err = Lines(process.stdout), Lines(process.stderr)
+    nursery.start_soon(out.pump)
+    nursery.start_soon(err.pump)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(out.pump)
-            nursery.start_soon(err.pump)
-            with trio.fail_after(PROCESS_WAIT):
-                try_line = await out.wait_for("try:")
+        with trio.fail_after(PROCESS_WAIT):
+            try_line = await out.wait_for("try:")
+    except BaseException:
+        process.kill()
+        raise
+    return process, out, err, try_line
 
+
+async def stop(process: trio.Process, signum: signal.Signals, out: Lines, err: Lines) -> int:
+    process.send_signal(signum)
+    with trio.fail_after(PROCESS_WAIT):
+        status = await process.wait()
+        await out.wait_closed()
+        await err.wait_closed()
+    return status
+
+
+async def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
+    config = write_config(tmp_path, table=TABLE)
+    async with trio.open_nursery() as nursery:
+        process, out, err, try_line = await launch(nursery, config)
+        try:
             match = re.fullmatch(
                 r"cowdns listening on 127\.0\.0\.1:(\d+) \(udp\+tcp\), mode cow", out.lines[0]
             )
@@ -148,7 +166,7 @@ async def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Pa
 
             assert await dig_short(try_line) == ["192.0.2.10"]
 
-            await trio.Path(config.parent / "table.json").write_text(
+            await trio.Path(tmp_path / "table.json").write_text(
                 json.dumps({**TABLE, "www.example.com": ["192.0.2.99"]})
             )
             process.send_signal(signal.SIGHUP)
@@ -156,19 +174,43 @@ async def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Pa
                 await err.wait_for("reload loaded generation=2")
             assert await dig_short(try_line) == ["192.0.2.99"]
 
-            process.send_signal(signal.SIGTERM)
-            with trio.fail_after(PROCESS_WAIT):
-                status = await process.wait()
-                await out.wait_closed()
-                await err.wait_closed()
-    finally:
-        if process.returncode is None:
+            status = await stop(process, signal.SIGTERM, out, err)
+        finally:
             process.kill()
-            await process.wait()
     assert status == 0, err.lines
     assert not any("Traceback" in line for line in err.lines), err.lines
     assert any("SIGHUP: reloading" in line for line in err.lines)
     assert any("SIGTERM: stopping" in line for line in err.lines)
+
+
+async def test_ctrl_c_stops_cleanly(tmp_path: Path) -> None:
+    config = write_config(tmp_path, table=TABLE)
+    async with trio.open_nursery() as nursery:
+        process, out, err, try_line = await launch(nursery, config)
+        try:
+            assert await dig_short(try_line) == ["192.0.2.10"]
+            status = await stop(process, signal.SIGINT, out, err)
+        finally:
+            process.kill()
+    assert status == 0, err.lines
+    assert not any("Traceback" in line for line in err.lines), err.lines
+
+
+async def test_serve_keeps_the_table_when_a_sighup_reload_fails(tmp_path: Path) -> None:
+    config = write_config(tmp_path, table=TABLE)
+    async with trio.open_nursery() as nursery:
+        process, out, err, try_line = await launch(nursery, config)
+        try:
+            await trio.Path(tmp_path / "table.json").write_text('{"www.example.com": [')
+            process.send_signal(signal.SIGHUP)
+            with trio.fail_after(PROCESS_WAIT):
+                line = await err.wait_for("reload failed")
+            assert "table.json" in line and "invalid JSON" in line
+            assert await dig_short(try_line) == ["192.0.2.10"]
+            status = await stop(process, signal.SIGTERM, out, err)
+        finally:
+            process.kill()
+    assert status == 0, err.lines
 
 
 # -- failures an operator must be able to read ------------------------------------
