@@ -106,7 +106,7 @@ async def serve(
                 )
             await nursery.start(reloader.run)
             for listener in listeners:
-                nursery.start_soon(serve_udp, listener.udp, engine.handle)
+                nursery.start_soon(serve_udp, listener.udp, engine.handle, engine.answer_now)
                 nursery.start_soon(
                     partial(
                         serve_tcp,

@@ -3,23 +3,33 @@
 The engine is the single guard of the query path: whatever a filter raises
 becomes SERVFAIL for that query and a log line, never a dead server.
 
-Copy-on-write mode reads ``holder.current`` once per query and takes no lock.
-Locked mode holds the table's read lock around the whole chain.
+Copy-on-write mode reads ``holder.current`` once per query and takes no lock;
+it answers synchronously (:meth:`Engine.answer_now`), so the UDP loop needs no
+await per packet.  Locked mode holds the table's read lock around every
+lookup, cache hit or miss.
+
+Whole replies are cached per table generation (see :mod:`cowdns.fastpath`).
+In copy-on-write mode the cache belongs to one snapshot and is dropped when
+another is published, so it is coherent by construction; in locked mode it is
+cleared by the reloader while it holds the write lock.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from time import perf_counter_ns
 
 import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from cowdns.fastpath import CacheKey, cache_key, splice
 from cowdns.filters.base import Answer, Request, Transport
 from cowdns.filters.chain import resolve
+from cowdns.stats import QueryStats
 from cowdns.store.locked import LockedTable
-from cowdns.store.snapshot import SnapshotHolder
+from cowdns.store.snapshot import SnapshotHolder, TableView
 from cowdns.store.table import Entry
 from cowdns.wire import decode, encode, error_response, render
 
@@ -28,8 +38,11 @@ __all__ = ["Engine", "leaky_lookup"]
 log = logging.getLogger("cowdns.engine")
 
 _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
+_TC = 0x0200
 
 AnswerHook = Callable[[Request, Answer, bytes], None]
+# Cached reply bytes (ID zero) and its rcode, for the counters.
+_Cached = tuple[bytes, int]
 
 
 async def leaky_lookup(table: LockedTable, key: str) -> Entry | None:
@@ -56,40 +69,100 @@ class Engine:
         *,
         max_payload: int = 1232,
         inject_bug: str | None = None,
+        cache_size: int = 100_000,
     ) -> None:
         self.table = table
         self.max_payload = max_payload
         self.inject_bug = inject_bug
+        self.cache_size = cache_size
+        self.stats = QueryStats()
         self.on_answer: list[AnswerHook] = []
-        self.on_drop: list[Callable[[Transport], None]] = []
+        self._cache: dict[CacheKey, _Cached] = {}
+        self._cache_owner: object = None
+        self.answer_now: Callable[[bytes, Transport], bytes | None] | None = None
+        if isinstance(table, LockedTable):
+            table.on_install.append(lambda _generation: self._cache.clear())
+        else:
+            self.answer_now = self._answer_cow
+
+    def _answer_cow(self, data: bytes, transport: Transport) -> bytes | None:
+        assert isinstance(self.table, SnapshotHolder)
+        snapshot = self.table.current  # read once: this query's whole table
+        if snapshot is not self._cache_owner:
+            self._cache = {}
+            self._cache_owner = snapshot
+        return self._answer(data, transport, snapshot)
 
     async def handle(self, data: bytes, transport: Transport) -> bytes | None:
+        """Answer one message: reply bytes, or None to send nothing."""
+        table = self.table
+        if not isinstance(table, LockedTable):
+            return self._answer_cow(data, transport)
+        if self.inject_bug == "missing-runlock":
+            request = decode(data, transport, self.max_payload)
+            if isinstance(request, Request) and request.qtype in _ADDRESS_TYPES:
+                await leaky_lookup(table, request.key)
+        async with table.reading() as view:
+            return self._answer(data, transport, view)
+
+    def _answer(self, data: bytes, transport: Transport, view: TableView) -> bytes | None:
+        started = perf_counter_ns()
+        stats = self.stats
+        key = cache_key(data, transport, self.max_payload)
+        if key is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
+                stats.cache_hits += 1
+                reply = splice(data, len(key[0]) + 16, cached[0])
+                self._count(transport, key[1], cached[1], reply, started)
+                return reply
+            stats.cache_misses += 1
+        answered, qtype, rcode, cacheable = self._normal(data, transport, view)
+        if answered is None:
+            stats.dropped[transport] += 1
+            return None
+        if key is not None and cacheable:
+            cache = self._cache
+            if len(cache) >= self.cache_size:
+                del cache[next(iter(cache))]  # oldest first: bounded, O(1)
+            cache[key] = (b"\x00\x00" + answered[2:], rcode)
+        self._count(transport, qtype, rcode, answered, started)
+        return answered
+
+    def _count(
+        self, transport: Transport, qtype: int, rcode: int, reply: bytes, started: int
+    ) -> None:
+        stats = self.stats
+        stats.answers[(transport, qtype, rcode)] += 1
+        if reply[2] << 8 & _TC:
+            stats.truncated[transport] += 1
+        stats.observe_latency(perf_counter_ns() - started)
+
+    def _normal(
+        self, data: bytes, transport: Transport, view: TableView
+    ) -> tuple[bytes | None, int, int, bool]:
+        """The normal path: (reply or None, qtype, rcode, whether the reply may be cached)."""
         decoded = decode(data, transport, self.max_payload)
         if decoded is None:
-            for dropped in self.on_drop:
-                dropped(transport)
-            return None
+            return None, 0, 0, False
         if isinstance(decoded, bytes):
-            return decoded
+            self.stats.malformed[transport] += 1
+            return decoded, 0, decoded[3] & 0xF, False
         if isinstance(decoded, dns.message.Message):
-            return encode(decoded, 65535 if transport == "tcp" else 512)
+            self.stats.malformed[transport] += 1
+            error = encode(decoded, 65535 if transport == "tcp" else 512)
+            qtype = decoded.question[0].rdtype if decoded.question else 0
+            return error, qtype, decoded.rcode(), False
         request = decoded
-        table = self.table
         try:
-            if isinstance(table, SnapshotHolder):
-                answer = resolve(request, table.current)
-            else:
-                if self.inject_bug == "missing-runlock" and request.qtype in _ADDRESS_TYPES:
-                    await leaky_lookup(table, request.key)
-                async with table.reading() as view:
-                    answer = resolve(request, view)
+            answer = resolve(request, view)
             reply = encode(render(request, answer, self.max_payload), request.payload)
         except Exception:
             log.exception("internal error answering %s; replying SERVFAIL", request.qname)
             failure = error_response(
                 request.message, dns.rcode.SERVFAIL, self.max_payload, question=True
             )
-            return encode(failure, request.payload)
+            return encode(failure, request.payload), request.qtype, dns.rcode.SERVFAIL, False
         for hook in self.on_answer:
             hook(request, answer, reply)
-        return reply
+        return reply, request.qtype, answer.rcode, True

@@ -122,13 +122,17 @@ def render(request: Request, answer: Answer, max_payload: int) -> dns.message.Me
 
 
 def encode(response: dns.message.Message, limit: int) -> bytes:
-    """Render within ``limit`` bytes; what does not fit becomes TC=1 with header + question."""
+    """Render within ``limit`` bytes; what does not fit becomes TC=1 with header + question.
+
+    Records keep the table's order (no shuffling), like NSD and Knot: the same
+    question always gets the same bytes, which is what lets replies be cached.
+    """
     try:
-        return response.to_wire(max_size=limit)
+        return response.to_wire(max_size=limit, want_shuffle=False)
     except dns.exception.TooBig:
         pass
     response.answer = []
     response.authority = []
     response.additional = []
     response.flags |= dns.flags.TC
-    return response.to_wire(max_size=limit)
+    return response.to_wire(max_size=limit, want_shuffle=False)
