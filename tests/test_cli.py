@@ -9,12 +9,15 @@ import shutil
 import signal
 import subprocess
 import sys
+from functools import partial
+from io import StringIO
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.helpers import write_config
+from cowdns.app import Running, serve
+from tests.helpers import make_config, write_config
 
 if shutil.which("dig") is None:  # pragma: no cover - make test installs it
     pytest.fail("dig is required (Debian package bind9-dnsutils)", pytrace=False)
@@ -201,6 +204,7 @@ async def test_serve_keeps_the_table_when_a_sighup_reload_fails(tmp_path: Path) 
     async with trio.open_nursery() as nursery:
         process, out, err, try_line = await launch(nursery, config)
         try:
+            assert await dig_short(try_line) == ["192.0.2.10"]
             await trio.Path(tmp_path / "table.json").write_text('{"www.example.com": [')
             process.send_signal(signal.SIGHUP)
             with trio.fail_after(PROCESS_WAIT):
@@ -211,6 +215,35 @@ async def test_serve_keeps_the_table_when_a_sighup_reload_fails(tmp_path: Path) 
         finally:
             process.kill()
     assert status == 0, err.lines
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the listening line is printed before the signal handlers are installed, so a"
+    " SIGHUP sent as soon as it appears can kill the server (default action)",
+)
+async def test_signals_are_handled_once_listening_is_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's script waits for the listening line, then may send SIGHUP at once.
+    # Whatever handles SIGHUP when that line is written is what such a SIGHUP meets.
+    at_announce: list[object] = []
+
+    class Stdout(StringIO):
+        def write(self, text: str) -> int:
+            if text.startswith("cowdns listening on"):
+                at_announce.append(signal.getsignal(signal.SIGHUP))
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", Stdout())
+    config = make_config(tmp_path)
+    async with trio.open_nursery() as nursery:
+        running: Running = await nursery.start(
+            partial(serve, config, handle_signals=True, announce=True)
+        )
+        running.stop()
+    [handler] = at_announce
+    assert callable(handler), f"SIGHUP handler when listening is announced: {handler!r}"
 
 
 # -- failures an operator must be able to read ------------------------------------
