@@ -53,8 +53,11 @@ def _try_line(running: Running) -> str:
     return f"try: dig @{host} -p {port} {name.rstrip('.')} A"
 
 
-async def _signals(running: Running) -> None:
+async def _signals(
+    running: Running, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()  # handlers are in place before we announce that we listen
         async for signum in signals:
             if signum == signal.SIGHUP:
                 log.info("SIGHUP: reloading")
@@ -118,7 +121,7 @@ async def serve(
                     )
                 )
             if handle_signals:
-                nursery.start_soon(_signals, running)
+                await nursery.start(_signals, running)
             served = table.table()
             where = ", ".join(f"{host}:{port}" for host, port in running.addresses)
             log.info(

@@ -156,7 +156,7 @@ def _parse_zone(data: Any, path: str) -> Zone:
     ns_raw = zone.get("ns", list, [])
     ns: list[dns.name.Name] = []
     for i, item in enumerate(ns_raw):
-        ns.append(_Section({"n": item}, f"{path}.ns[{i}]", {"n"}).name("n"))
+        ns.append(_Section({f"ns[{i}]": item}, path, {f"ns[{i}]"}).name(f"ns[{i}]"))
     soa = zone.section(
         "soa", {"mname", "rname", "serial", "refresh", "retry", "expire", "minimum", "ttl"}
     )

@@ -217,11 +217,6 @@ async def test_serve_keeps_the_table_when_a_sighup_reload_fails(tmp_path: Path) 
     assert status == 0, err.lines
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the listening line is printed before the signal handlers are installed, so a"
-    " SIGHUP sent as soon as it appears can kill the server (default action)",
-)
 async def test_signals_are_handled_once_listening_is_announced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -263,9 +263,6 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str, words: 
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True, reason='a bad NS name is reported as "zone[0].ns[1].n", a key that does not exist'
-)
 @pytest.mark.parametrize(
     "ns",
     [

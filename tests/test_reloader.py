@@ -221,10 +221,6 @@ async def test_shrink_guard_counts_rejected_keys_as_dropped() -> None:
     assert len(holder.current) == 10
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keys rejected in a table that the shrink guard refuses are never reported",
-)
 async def test_a_refused_table_still_reports_why_its_keys_were_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -196,10 +196,6 @@ def test_parse_entry_rejects_naming_the_key(key: str, value: object, mentions: s
     assert "\n" not in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a scoped IPv6 address (zone index) passes validation but cannot be an AAAA record",
-)
 def test_parse_entry_rejects_an_ipv6_zone_index() -> None:
     # Accepted today as "fe80::1%eth0"; every AAAA answer for the name then fails to build.
     with pytest.raises(EntryError) as caught:

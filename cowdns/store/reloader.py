@@ -207,6 +207,8 @@ class Reloader:
         builder = await build_table(
             self.table.zones, fetched.entries, self.checkpoint, chunk=self.chunk
         )
+        for error in builder.rejected:
+            self._report(error)  # even when the guard refuses: the bad keys are often why
         self._guard_shrink(len(builder.entries), force=force)
         return await self._install(builder, fetched.version, started)
 

@@ -97,6 +97,8 @@ def _parse_ips(key: str, ips: object) -> tuple[tuple[str, ...], tuple[str, ...]]
             address = ipaddress.ip_address(ip.strip())
         except ValueError:
             raise EntryError(key, f"{ip!r} is not an IPv4 or IPv6 address") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            raise EntryError(key, f"{ip!r} has a zone index; a DNS address cannot carry one")
         text = address.compressed
         target = v4 if address.version == 4 else v6
         if text not in target:
