@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +34,7 @@ __all__ = [
     "etcd_cluster_fixture",
     "etcd_fixture",
     "free_port",
+    "free_ports",
     "start_cluster",
 ]
 
@@ -53,12 +54,22 @@ def etcd_binary() -> str:
     return path
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now."""
+    # All sockets stay bound until every port is chosen, so no port comes up twice.
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def _b64(text: str) -> str:
@@ -71,8 +82,8 @@ class EtcdMember:
 
     name: str
     data_dir: Path
-    client_port: int = field(default_factory=free_port)
-    peer_port: int = field(default_factory=free_port)
+    client_port: int
+    peer_port: int
     initial_cluster: str = ""
     cluster_token: str = "cowdns-test"
     process: trio.Process | None = None
@@ -241,7 +252,11 @@ async def start_cluster(base: Path, size: int) -> EtcdCluster:
     """Start ``size`` members in data directories under ``base``; wait until all are healthy."""
     etcd_binary()
     await trio.Path(base).mkdir(parents=True, exist_ok=True)
-    members = [EtcdMember(f"n{index}", base / f"n{index}") for index in range(size)]
+    ports = free_ports(2 * size)
+    members = [
+        EtcdMember(f"n{index}", base / f"n{index}", ports[2 * index], ports[2 * index + 1])
+        for index in range(size)
+    ]
     initial = ",".join(f"{member.name}={member.peer_url}" for member in members)
     token = f"cowdns-test-{members[0].peer_port}"
     cluster = EtcdCluster(members)
