@@ -43,6 +43,8 @@ _TC = 0x0200
 AnswerHook = Callable[[Request, Answer, bytes], None]
 # Cached reply bytes (ID zero) and its rcode, for the counters.
 _Cached = tuple[bytes, int]
+# Reply bytes after the ID, the counter label (transport, qtype, rcode), and TC.
+_Exact = tuple[bytes, tuple[str, int, int], bool]
 
 
 async def leaky_lookup(table: LockedTable, key: str) -> Entry | None:
@@ -78,10 +80,11 @@ class Engine:
         self.stats = QueryStats()
         self.on_answer: list[AnswerHook] = []
         self._cache: dict[CacheKey, _Cached] = {}
+        self._exact: dict[str, dict[bytes, _Exact]] = {"udp": {}, "tcp": {}}
         self._cache_owner: object = None
         self.answer_now: Callable[[bytes, Transport], bytes | None] | None = None
         if isinstance(table, LockedTable):
-            table.on_install.append(lambda _generation: self._cache.clear())
+            table.on_install.append(lambda _generation: self._clear_caches())
         else:
             self.answer_now = self._answer_cow
 
@@ -89,7 +92,7 @@ class Engine:
         assert isinstance(self.table, SnapshotHolder)
         snapshot = self.table.current  # read once: this query's whole table
         if snapshot is not self._cache_owner:
-            self._cache = {}
+            self._clear_caches()
             self._cache_owner = snapshot
         return self._answer(data, transport, snapshot)
 
@@ -108,12 +111,25 @@ class Engine:
     def _answer(self, data: bytes, transport: Transport, view: TableView) -> bytes | None:
         started = perf_counter_ns()
         stats = self.stats
+        # First level: the very same bytes after the ID were answered before.
+        exact = self._exact[transport]
+        raw = data[2:]
+        hit = exact.get(raw)
+        if hit is not None:
+            stats.cache_hits += 1
+            stats.answers[hit[1]] += 1
+            if hit[2]:
+                stats.truncated[transport] += 1
+            stats.observe_latency(perf_counter_ns() - started)
+            return data[:2] + hit[0]
+        # Second level: the same question in another letter case, ID or option set.
         key = cache_key(data, transport, self.max_payload)
         if key is not None:
             cached = self._cache.get(key)
             if cached is not None:
                 stats.cache_hits += 1
                 reply = splice(data, len(key[0]) + 16, cached[0])
+                self._remember(exact, raw, reply, (transport, key[1], cached[1]))
                 self._count(transport, key[1], cached[1], reply, started)
                 return reply
             stats.cache_misses += 1
@@ -126,8 +142,20 @@ class Engine:
             if len(cache) >= self.cache_size:
                 del cache[next(iter(cache))]  # oldest first: bounded, O(1)
             cache[key] = (b"\x00\x00" + answered[2:], rcode)
+            self._remember(exact, raw, answered, (transport, qtype, rcode))
         self._count(transport, qtype, rcode, answered, started)
         return answered
+
+    def _remember(
+        self, exact: dict[bytes, _Exact], raw: bytes, reply: bytes, label: tuple[str, int, int]
+    ) -> None:
+        if len(exact) >= self.cache_size:
+            del exact[next(iter(exact))]
+        exact[raw] = (reply[2:], label, bool(reply[2] << 8 & _TC))
+
+    def _clear_caches(self) -> None:
+        self._cache = {}
+        self._exact = {"udp": {}, "tcp": {}}
 
     def _count(
         self, transport: Transport, qtype: int, rcode: int, reply: bytes, started: int
