@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -14,7 +13,16 @@ from typing import Any
 import trio
 
 from cowdns import __version__
-from cowdns.config import BUGS, MODES, Config, load_config, parse_listen
+from cowdns.config import (
+    BUGS,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MODES,
+    Config,
+    load_config,
+    parse_admin_listen,
+    parse_listen,
+)
 from cowdns.errors import ConfigError, CowdnsError
 
 __all__ = ["main", "run"]
@@ -35,6 +43,14 @@ def _listen(text: str) -> tuple[str, int]:
         return parse_listen(text, "--listen")
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _admin(text: str) -> tuple[str, int] | str:
+    try:
+        address = parse_admin_listen(text, "--admin")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(f'{exc.message} or "off"') from None
+    return "off" if address is None else address
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,10 +86,27 @@ def _parser() -> argparse.ArgumentParser:
         help="locked mode: report a writer waiting longer than this",
     )
     serve.add_argument(
+        "--admin",
+        type=_admin,
+        metavar="HOST:PORT|off",
+        help="HTTP admin listener: /metrics, /health, /ready, /table, POST /reload"
+        " (default: admin.listen, else 127.0.0.1:9153; off disables it)",
+    )
+    serve.add_argument(
         "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default: info)",
+        choices=LOG_LEVELS,
+        help="log verbosity (default: log.level, else info)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text, or json: one object per line (default: log.format, else text)",
+    )
+    serve.add_argument(
+        "--log-queries",
+        action="store_true",
+        default=None,
+        help="log one line per answered query (default: log.queries, else off)",
     )
     check = commands.add_parser(
         "check", help="validate a config file and its table; print every problem"
@@ -120,23 +153,27 @@ def _serve_config(args: argparse.Namespace) -> Config:
         "store_url": store_url,
         "store_reload_interval": args.reload_interval,
         "store_state_file": args.state_file.resolve() if args.state_file else None,
+        "admin_listen": args.admin,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+        "log_queries": args.log_queries,
     }
     return config.with_overrides(**overrides)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from cowdns.admin import AdminListenError
     from cowdns.app import serve
+    from cowdns.logs import setup_logging
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
     config = _serve_config(args)
+    setup_logging(config.log.level, config.log.format, sys.stderr)
     try:
         trio.run(lambda: serve(config, handle_signals=True, announce=True))
     except OSError as exc:
         listen = ", ".join(f"{h}:{p}" for h, p in config.server.listen)
+        if isinstance(exc, AdminListenError):
+            listen = f"{exc.where} (admin)"
         print(f"cowdns: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -202,7 +239,10 @@ async def _push(args: argparse.Namespace) -> int:
     from cowdns.store.sources.etcd import EtcdSource
     from cowdns.store.sources.urls import open_source
 
-    source = open_source(args.store, Path.cwd())
+    try:
+        source = open_source(args.store, Path.cwd())
+    except ConfigError as exc:
+        raise ConfigError("--store", exc.message) from None
     if not isinstance(source, EtcdSource):
         await source.aclose()
         raise ConfigError("--store", "push needs an etcd://HOST:PORT/PREFIX URL")

@@ -583,3 +583,18 @@ async def test_run_survives_a_failing_store_and_a_corrupt_state_file(
         result = await results.receive()
         assert (result.outcome, result.generation) == ("loaded", 1)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_watch_batch_older_than_the_served_revision_is_skipped() -> None:
+    # A full reload installed revision 20 while a watch batch of revision 15 waited.
+    source, holder, reloader = make({"www.example.com": ["192.0.2.10"]})
+    source.version = "20"
+    assert (await reloader.reload()).outcome == "loaded"
+    stale = await reloader.apply([Change("www.example.com", ["192.0.2.99"])], "15")
+    assert stale.outcome == "unchanged"
+    entry = holder.current.lookup("www.example.com.")
+    assert entry is not None and entry.v4 == ("192.0.2.10",)
+    fresh = await reloader.apply([Change("www.example.com", ["192.0.2.99"])], "21")
+    assert fresh.outcome == "loaded"
+    entry = holder.current.lookup("www.example.com.")
+    assert entry is not None and entry.v4 == ("192.0.2.99",)

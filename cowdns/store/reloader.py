@@ -242,6 +242,15 @@ class Reloader:
         async with self._lock:
             started = time.monotonic()
             served = self.table.table()
+            if (
+                version.isdigit()
+                and served.version.isdigit()
+                and int(version) <= int(served.version)
+            ):
+                # A full reload installed a newer revision while this batch waited for the lock.
+                stale = self._result("unchanged", started)
+                self._finish(stale)
+                return stale
             builder = TableBuilder.from_table(self.table.zones, served.entries, served.ancestors)
             for count, change in enumerate(changes, 1):
                 if change.value is None:
