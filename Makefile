@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 # Debian packages the tests use: package:binary
 TEST_DEBS := bind9-dnsutils:dig etcd-server:etcd dnsperf:dnsperf
 
-.PHONY: run test lint venv debs clean
+.PHONY: run test lint venv debs clean bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: $(STAMP)
 
 test: $(STAMP) debs lint
 	$(PY) -m pytest
+
+# Locked vs copy-on-write under load; see bench/README.md (e.g. BENCH_ARGS="--duration 20").
+bench: $(STAMP) debs
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
