@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from functools import partial
 
 import trio
 
+from cowdns.admin import AdminApp, AdminListenError, bind_admin, serve_admin
 from cowdns.config import Config
 from cowdns.engine import Engine
+from cowdns.logs import log_queries
 from cowdns.server import Listener, bind_listeners, serve_tcp, serve_udp
 from cowdns.store.locked import LockedTable
 from cowdns.store.reloader import Reloader
@@ -37,6 +41,8 @@ class Running:
     """Locked mode: the watchdog's verdict on the table lock."""
     lock_tripped: trio.Event = field(default_factory=trio.Event)
     """Set the first time the watchdog reports a stuck writer."""
+    admin_address: tuple[str, int] | None = None
+    """Where the admin HTTP listener is bound (port resolved), or None when it is off."""
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -44,6 +50,24 @@ class Running:
 
     def stop(self) -> None:
         self.cancel_scope.cancel()
+
+
+def _bind_admin(config: Config) -> socket.socket | None:
+    admin = config.admin
+    if admin.listen is None:
+        return None
+    try:
+        return bind_admin(*admin.listen)
+    except AdminListenError as exc:
+        if exc.errno == errno.EADDRINUSE and not admin.configured:
+            # The built-in default is taken (another cowdns, say): DNS matters more.
+            log.warning(
+                "admin listener: default address %s is in use; serving DNS without it"
+                " (set [admin] listen or --admin to choose another address, or off)",
+                exc.where,
+            )
+            return None
+        raise
 
 
 def _try_line(running: Running) -> str:
@@ -94,8 +118,12 @@ async def serve(
         state_file=store.state_file,
     )
     engine = Engine(table, max_payload=server.max_udp_payload, inject_bug=server.inject_bug)
+    if config.log.queries:
+        log_queries(engine)
     listeners = await bind_listeners(server.listen)
+    admin_sock: socket.socket | None = None
     try:
+        admin_sock = _bind_admin(config)
         async with trio.open_nursery() as nursery:
             running = Running(config, listeners, engine, reloader, table, nursery.cancel_scope)
             if isinstance(table, LockedTable):
@@ -106,6 +134,16 @@ async def serve(
                         server.watchdog_threshold,
                         on_trip=lambda _message: running.lock_tripped.set(),
                     )
+                )
+            if admin_sock is not None:
+                admin = AdminApp(running)
+                admin.attach()  # before the first load, so it is counted
+                running.admin_address = admin_sock.getsockname()[:2]
+                await nursery.start(serve_admin, admin, admin_sock)
+                host, port = running.admin_address
+                log.info(
+                    "admin listening on http://%s/ (metrics, health, ready, table, reload)",
+                    f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 )
             await nursery.start(reloader.run)
             for listener in listeners:
@@ -139,4 +177,6 @@ async def serve(
     finally:
         for listener in listeners:
             listener.close()
+        if admin_sock is not None:
+            admin_sock.close()
         await source.aclose()

@@ -19,10 +19,14 @@ from cowdns.errors import ConfigError
 from cowdns.store.zones import Soa, Zone, Zones
 
 __all__ = [
+    "ADMIN_LISTEN",
+    "AdminConfig",
     "Config",
+    "LogConfig",
     "ServerConfig",
     "StoreConfig",
     "load_config",
+    "parse_admin_listen",
     "parse_config",
     "parse_listen",
 ]
@@ -30,6 +34,11 @@ __all__ = [
 Mode = Literal["cow", "locked"]
 MODES: tuple[Mode, ...] = ("cow", "locked")
 BUGS = ("missing-runlock",)
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ADMIN_LISTEN = ("127.0.0.1", 9153)
+"""Where the admin HTTP listener binds unless told otherwise: loopback only."""
 U32 = 2**32 - 1
 S32 = 2**31 - 1
 
@@ -59,24 +68,61 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    listen: tuple[str, int] | None = ADMIN_LISTEN
+    """HTTP admin listener (metrics, health, table, reload); None when off."""
+    configured: bool = False
+    """Whether ``listen`` was given (config or flag) rather than defaulted: a defaulted
+    address that is already taken only costs the admin listener, never the DNS service."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+    format: LogFormat = "text"
+    queries: bool = False
+    """Log one line per answered query (off by default: it costs on the hot path)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     zones: Zones
     base_dir: Path
     server: ServerConfig = field(default_factory=ServerConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def with_overrides(self, **changes: Any) -> Config:
-        """A copy with ``server.*``/``store.*`` fields replaced: ``server_mode="locked"``."""
-        server: dict[str, Any] = {}
-        store: dict[str, Any] = {}
+        """A copy with section fields replaced: ``server_mode="locked"``, ``log_format="json"``.
+
+        ``admin_listen`` takes ``(host, port)`` or ``"off"``; None leaves a field as it is.
+        """
+        sections: dict[str, dict[str, Any]] = {"server": {}, "store": {}, "admin": {}, "log": {}}
         for key, value in changes.items():
             if value is None:
                 continue
             section, _, name = key.partition("_")
-            (server if section == "server" else store)[name] = value
+            if section not in sections:
+                raise TypeError(f"with_overrides: unknown setting {key!r}")
+            if key == "admin_listen":
+                value = None if value == "off" else value
+                sections["admin"]["configured"] = True
+            sections[section][name] = value
         return replace(
-            self, server=replace(self.server, **server), store=replace(self.store, **store)
+            self,
+            server=replace(self.server, **sections["server"]),
+            store=replace(self.store, **sections["store"]),
+            admin=replace(self.admin, **sections["admin"]),
+            log=replace(self.log, **sections["log"]),
         )
+
+
+def parse_admin_listen(text: str, key: str = "admin.listen") -> tuple[str, int] | None:
+    """``HOST:PORT``, ``[V6]:PORT`` or ``off`` (None)."""
+    if isinstance(text, str) and text.strip().lower() == "off":
+        return None
+    return parse_listen(text, key)
 
 
 def parse_listen(text: str, key: str = "server.listen") -> tuple[str, int]:
@@ -233,6 +279,24 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         state_file=(base_dir / state) if state else None,
     )
 
+    admin = top.section("admin", {"listen"})
+    admin_config = AdminConfig()
+    if "listen" in admin.data:
+        admin_config = AdminConfig(
+            parse_admin_listen(admin.get("listen", str, ""), admin.key("listen")), configured=True
+        )
+
+    log = top.section("log", {"level", "format", "queries"})
+    level = log.get("level", str, "info").lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError("log.level", f"expected one of {', '.join(LOG_LEVELS)}, got {level!r}")
+    log_format: Any = log.get("format", str, "text")
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(
+            "log.format", f"expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
+        )
+    log_config = LogConfig(level, log_format, log.get("queries", bool, False))
+
     zones_raw = data.get("zone", [])
     if not isinstance(zones_raw, list) or not zones_raw:
         raise ConfigError("zone", "at least one [[zone]] is required")
@@ -242,7 +306,7 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
         if zone.origin in seen:
             raise ConfigError(f"zone[{i}].origin", f"{zone.origin} is configured twice")
         seen.add(zone.origin)
-    return Config(Zones(zones), base_dir, server_config, store_config)
+    return Config(Zones(zones), base_dir, server_config, store_config, admin_config, log_config)
 
 
 def load_config(path: Path) -> Config:
