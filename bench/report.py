@@ -178,7 +178,7 @@ def render_markdown(
     out = ["# cowdns bench: latest results", ""]
     out.append(
         f"Run {machine['date']} on {machine['cpu']}, {machine['cores']} cores (shared),"
-        f" Python {machine['python']}, {machine['dnsperf']}."
+        f" Python {machine['python']}, {machine['dnsperf']}; cowdns {machine['revision']}."
     )
     out.append(
         f"Load: dnsperf at a fixed {settings['rate']} queries/s for {settings['duration']:g}s"
@@ -276,7 +276,7 @@ def plot_scenario(path: Path, scenario: Scenario, records: Sequence[RunRecord]) 
         p99.append(p99[-1])
         bottom.step(edges, p99, where="post", color=color, label=f"{record.server} p99")
         gone = [
-            x + 0.5
+            x + 0.35 + 0.3 * (index % 2)
             for x, v, n in zip(xs, per_second.p99_ms, per_second.lost, strict=True)
             if n and v is None
         ]
@@ -284,8 +284,9 @@ def plot_scenario(path: Path, scenario: Scenario, records: Sequence[RunRecord]) 
             bottom.plot(
                 gone,
                 [load.spec.timeout * 1000] * len(gone),
-                "x",
+                "x+12"[index % 4],
                 color=color,
+                markersize=8,
                 label=f"{record.server}: >1 % lost",
             )
         for event in record.events:

@@ -12,6 +12,7 @@ import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -109,6 +110,24 @@ class Progress:
         print(f"[{time.monotonic() - self.started:6.1f}s] {message}", flush=True)
 
 
+def _revision() -> str:
+    """The commit the servers ran from, marked when cowdns/ had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "cowdns"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head or 'unknown'}{' + uncommitted changes in cowdns/' if dirty else ''}"
+
+
 def machine_info() -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -119,6 +138,7 @@ def machine_info() -> dict[str, str]:
     except OSError:
         pass
     return {
+        "revision": _revision(),
         "cpu": cpu,
         "cores": str(os.cpu_count() or "?"),
         "python": platform.python_version(),
