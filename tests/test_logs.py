@@ -13,8 +13,10 @@ import dns.message
 import pytest
 import trio
 
+from cowdns.config import LogConfig, load_config
+from cowdns.errors import ConfigError
 from cowdns.logs import JsonFormatter, setup_logging, template_fields
-from tests.helpers import address, make_config, start_server, tcp_query, udp_query
+from tests.helpers import address, make_config, start_server, tcp_query, udp_query, write_config
 
 
 def record(
@@ -189,3 +191,28 @@ async def test_query_lines_only_when_asked(
     ]
     assert (lines[0]["answers"], lines[1]["answers"]) == (1, 0)
     assert all(line["level"] == "info" for line in lines)
+
+
+def test_log_section_of_the_config_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    base = path.read_text()
+    assert load_config(path).log == LogConfig("info", "text", False)
+    path.write_text(base + '\n[log]\nlevel = "WARNING"\nformat = "json"\nqueries = true\n')
+    assert load_config(path).log == LogConfig("warning", "json", True)
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        pytest.param('format = "xml"', "log.format", id="format"),
+        pytest.param('level = "loud"', "log.level", id="level"),
+        pytest.param('queries = "yes"', "log.queries", id="queries-not-bool"),
+        pytest.param("colour = true", "log.colour", id="unknown-key"),
+    ],
+)
+def test_log_section_mistakes_name_the_key(tmp_path: Path, section: str, key: str) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + f"\n[log]\n{section}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.key == key
