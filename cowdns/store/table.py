@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -71,13 +72,14 @@ def _key_of(key: str, zones: Zones) -> tuple[str, Zone]:
     lowered = key.lower()
     if not lowered.endswith("."):
         lowered += "."
+    zone: Zone | None
     if len(lowered) <= 254 and _PLAIN_NAME.fullmatch(lowered):
-        name = dns.name.from_text(lowered)
         canonical = lowered
+        zone = zones.find_key(canonical)
     else:
         name = parse_name(key)
         canonical = name_key(name)
-    zone = zones.find(name)
+        zone = zones.find(name)
     if zone is None:
         raise EntryError(key, "name is outside every configured zone")
     return canonical, zone
@@ -94,6 +96,16 @@ def _parse_ips(key: str, ips: object) -> tuple[tuple[str, ...], tuple[str, ...]]
         if not isinstance(ip, str):
             raise EntryError(key, f"address {ip!r} is not a string")
         try:
+            # Strict dotted quads (no leading zeros, no spaces) are already canonical;
+            # inet_pton checks them ten times faster than ipaddress.
+            socket.inet_pton(socket.AF_INET, ip)
+        except OSError:
+            pass
+        else:
+            if ip not in v4:
+                v4.append(ip)
+            continue
+        try:
             address = ipaddress.ip_address(ip.strip())
         except ValueError:
             raise EntryError(key, f"{ip!r} is not an IPv4 or IPv6 address") from None
@@ -108,7 +120,12 @@ def _parse_ips(key: str, ips: object) -> tuple[tuple[str, ...], tuple[str, ...]]
 
 def parse_entry(key: str, value: object, zones: Zones) -> tuple[str, Entry]:
     """Validate one store entry; returns ``(canonical key, Entry)`` or raises EntryError."""
-    canonical, _zone = _key_of(key, zones)
+    canonical, _zone, entry = _parse(key, value, zones)
+    return canonical, entry
+
+
+def _parse(key: str, value: object, zones: Zones) -> tuple[str, Zone, Entry]:
+    canonical, zone = _key_of(key, zones)
     ttl: int | None = None
     if isinstance(value, dict):
         unknown = set(value) - {"ips", "ttl"}
@@ -127,7 +144,7 @@ def parse_entry(key: str, value: object, zones: Zones) -> tuple[str, Entry]:
     else:
         ips = value
     v4, v6 = _parse_ips(key, ips)
-    return canonical, Entry(v4, v6, ttl)
+    return canonical, zone, Entry(v4, v6, ttl)
 
 
 def entry_to_json(entry: Entry) -> object:
@@ -138,11 +155,17 @@ def entry_to_json(entry: Entry) -> object:
     return {"ips": ips, "ttl": entry.ttl}
 
 
-def _ancestors(key: str, zones: Zones) -> Iterable[str]:
+def _ancestors(key: str, zone: Zone) -> Iterable[str]:
     """Names strictly between ``key`` and its zone origin (both excluded)."""
+    if "\\" not in key:
+        origin = zone.key
+        stop = len(key) - len(origin)  # where the origin starts in key
+        pos = key.find(".") + 1
+        while 0 < pos < stop:
+            yield key[pos:]
+            pos = key.find(".", pos) + 1
+        return
     name = dns.name.from_text(key)
-    zone = zones.find(name)
-    assert zone is not None
     depth = len(zone.origin.labels)
     labels = name.labels
     for start in range(1, len(labels) - depth):
@@ -161,6 +184,8 @@ class TableBuilder:
     entries: dict[str, Entry] = field(default_factory=dict)
     ancestors: dict[str, int] = field(default_factory=dict)
     rejected: list[EntryError] = field(default_factory=list)
+    # Equal entries share one object: big tables repeat the same addresses a lot.
+    _pool: dict[Entry, Entry] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_table(
@@ -171,25 +196,25 @@ class TableBuilder:
     def put(self, key: str, value: object) -> str | None:
         """Add or replace one entry; returns its canonical key, or None if it was rejected."""
         try:
-            canonical, entry = parse_entry(key, value, self.zones)
+            canonical, zone, entry = _parse(key, value, self.zones)
         except EntryError as exc:
             self.rejected.append(exc)
             return None
         if canonical not in self.entries:
-            for ancestor in _ancestors(canonical, self.zones):
+            for ancestor in _ancestors(canonical, zone):
                 self.ancestors[ancestor] = self.ancestors.get(ancestor, 0) + 1
-        self.entries[canonical] = entry
+        self.entries[canonical] = self._pool.setdefault(entry, entry)
         return canonical
 
     def delete(self, key: str) -> bool:
         """Remove one entry by store key; returns whether it was present."""
         try:
-            canonical, _zone = _key_of(key, self.zones)
+            canonical, zone = _key_of(key, self.zones)
         except EntryError:
             return False
         if self.entries.pop(canonical, None) is None:
             return False
-        for ancestor in _ancestors(canonical, self.zones):
+        for ancestor in _ancestors(canonical, zone):
             left = self.ancestors[ancestor] - 1
             if left:
                 self.ancestors[ancestor] = left
@@ -210,15 +235,29 @@ async def build_table(
     Readers keep being answered from the published table while this runs.
     """
     builder = TableBuilder(zones)
-    seen: dict[str, str] = {}
+    entries = builder.entries
+    duplicates = 0
     for count, (key, value) in enumerate(raw.items(), 1):
+        size = len(entries)
         canonical = builder.put(key, value)
-        if canonical is not None:
-            first = seen.setdefault(canonical, key)
-            if first != key:
-                builder.rejected.append(
-                    EntryError(key, f"same name as {first!r}; the later entry wins")
-                )
+        if canonical is not None and len(entries) == size:
+            # Two keys of one object differ only in case or the final dot.
+            duplicates += 1
+            first = _first_key(raw, canonical, key) if duplicates <= 10 else None
+            builder.rejected.append(
+                EntryError(key, f"same name as {first!r}; the later entry wins")
+                if first is not None
+                else EntryError(key, "same name as an earlier entry; the later entry wins")
+            )
         if count % chunk == 0:
             await checkpoint()
     return builder
+
+
+def _first_key(raw: Mapping[str, object], canonical: str, later: str) -> str | None:
+    for key in raw:
+        if key == later:
+            return None
+        if isinstance(key, str) and key.lower().rstrip(".") + "." == canonical:
+            return key
+    return None

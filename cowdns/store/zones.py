@@ -6,7 +6,7 @@ Zones are static for a process's life; the IP table changes under them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dns.name
 
@@ -41,10 +41,11 @@ class Zone:
     ttl: int
     ns: tuple[dns.name.Name, ...]
     soa: Soa
+    key: str = field(init=False, repr=False, compare=False)
+    """The origin's table key, computed once: the loader compares against it per name."""
 
-    @property
-    def key(self) -> str:
-        return name_key(self.origin)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", name_key(self.origin))
 
 
 class Zones:
@@ -69,6 +70,24 @@ class Zones:
             if zone is not None:
                 return zone
         return None
+
+    def find_key(self, key: str) -> Zone | None:
+        """Like :meth:`find` for a canonical key without escapes (``"www.example.com."``).
+
+        Walks the key's suffixes, longest first, with string operations only: the
+        table loader calls this for every name.
+        """
+        by_key = self._by_key
+        pos = 0
+        last = len(key) - 1
+        while True:
+            zone = by_key.get(key[pos:] if pos else key)
+            if zone is not None:
+                return zone
+            dot = key.find(".", pos)
+            if dot < 0 or dot >= last:
+                return None
+            pos = dot + 1
 
     def __iter__(self) -> Iterator[Zone]:
         return iter(self.zones)

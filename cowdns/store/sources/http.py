@@ -14,11 +14,10 @@ from __future__ import annotations
 import hashlib
 
 import httpx
-import trio
 
 from cowdns.errors import SourceError
 from cowdns.store.sources import Fetched
-from cowdns.store.sources.file import load_json_object
+from cowdns.store.sources.file import decode_json_object
 
 __all__ = ["HttpSource"]
 
@@ -77,7 +76,7 @@ class HttpSource:
             # A server that ignores If-None-Match, or one without ETags: same body.
             return None
         # Decoding a large body is real work: keep it off the event loop.
-        entries = await trio.to_thread.run_sync(load_json_object, body, self.description)
+        entries = await decode_json_object(body, self.description)
         self._etag = etag or None
         self._version = version
         return Fetched(entries, version)
