@@ -111,6 +111,9 @@ class Engine:
     def _answer(self, data: bytes, transport: Transport, view: TableView) -> bytes | None:
         started = perf_counter_ns()
         stats = self.stats
+        if self.on_answer:
+            # Someone wants to see every answer (--log-queries): no cache shortcuts.
+            return self._uncached(data, transport, view, started)
         # First level: the very same bytes after the ID were answered before.
         exact = self._exact[transport]
         raw = data[2:]
@@ -145,6 +148,21 @@ class Engine:
             self._remember(exact, raw, answered, (transport, qtype, rcode))
         self._count(transport, qtype, rcode, answered, started)
         return answered
+
+    def _uncached(
+        self, data: bytes, transport: Transport, view: TableView, started: int
+    ) -> bytes | None:
+        answered, qtype, rcode, _cacheable = self._normal(data, transport, view)
+        if answered is None:
+            self.stats.dropped[transport] += 1
+            return None
+        self._count(transport, qtype, rcode, answered, started)
+        return answered
+
+    @property
+    def cache_entries(self) -> int:
+        """Replies in the response cache now (second level: one per distinct question)."""
+        return len(self._cache)
 
     def _remember(
         self, exact: dict[bytes, _Exact], raw: bytes, reply: bytes, label: tuple[str, int, int]

@@ -32,6 +32,9 @@ tcp_max_connections = {max_conn}
 url = "file:table.json"
 reload_interval = 3600
 
+[admin]
+listen = "off"
+
 [[zone]]
 origin = "example.com"
 ttl = 300

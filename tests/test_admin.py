@@ -432,8 +432,8 @@ async def test_admin_off_binds_nothing(tmp_path: Path, admin: object, extra: int
 
 
 def test_admin_listen_off_in_the_config_file(tmp_path: Path) -> None:
-    path = write_config(tmp_path)
-    path.write_text(path.read_text() + '\n[admin]\nlisten = "off"\n')
+    path = write_config(tmp_path)  # its [admin] section says listen = "off"
+    assert '[admin]\nlisten = "off"' in path.read_text()
     assert load_config(path).admin == AdminConfig(listen=None, configured=True)
     path.write_text(path.read_text().replace('"off"', '"[::1]:9200"'))
     assert load_config(path).admin == AdminConfig(listen=("::1", 9200), configured=True)

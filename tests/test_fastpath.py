@@ -147,7 +147,7 @@ async def test_fast_path_replies_are_byte_identical_to_the_normal_path(
         hits_before = engine.stats.cache_hits
         fast = await engine.handle(probe, transport)
         assert engine.stats.cache_hits == hits_before + 1  # the probe was a cache hit
-        assert fast == normal, (name, rdtype, edns, do, rd, cd, rdclass, transport)
+        assert normal is not None and fast == normal, (name, rdtype, edns, rd, cd, transport)
         # The same bytes again under another ID: the first-level (exact bytes) hit.
         again = bytes([probe[0] ^ 0x5A, probe[1] ^ 0xA5]) + probe[2:]
         repeat = await engine.handle(again, transport)

@@ -67,3 +67,19 @@ async def test_big_body_that_is_not_an_object_is_refused(body: bytes) -> None:
 async def test_duplicate_keys_keep_the_last_like_json_loads() -> None:
     body = b'{"a": 1, "b": 2, "a": 3}' + PAD
     assert await decode_json_object(body, "t") == {"a": 3, "b": 2}
+
+
+def test_json_object_reads_members_lazily_like_json_loads() -> None:
+    from cowdns.store.sources.file import JsonObject
+
+    body = (
+        '{"a.example.com": ["192.0.2.1"], "b.example.com": {"ips": ["2001:db8::1"]},'
+        ' "a.example.com": []}'
+    )
+    lazy = JsonObject(body, "t")
+    assert dict(lazy.items()) == json.loads(body)
+    assert list(lazy) == ["a.example.com", "b.example.com", "a.example.com"]
+    assert lazy["a.example.com"] == [] and len(lazy) == 2
+    broken = JsonObject('{"a.example.com": ["192.0.2.1"], "b": ', "t")
+    with pytest.raises(SourceError, match="line 1 column 39: Expecting value"):
+        list(broken.items())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import trio
@@ -13,7 +13,7 @@ import trio
 from cowdns.errors import SourceError
 from cowdns.store.sources import Fetched
 
-__all__ = ["FileSource", "decode_json_object", "load_json_object"]
+__all__ = ["FileSource", "JsonObject", "decode_json_object", "load_json_object"]
 
 # Bodies up to this size are decoded in one call; bigger ones entry by entry, with
 # checkpoints, so that decoding a million-name table never stalls the answers.
@@ -54,29 +54,22 @@ def _error(where: str, text: str, pos: int, message: str) -> SourceError:
     return SourceError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {message}")
 
 
-async def decode_json_object(data: bytes, where: str, *, chunk: int = 2000) -> dict[str, object]:
-    """Like :func:`load_json_object`, yielding to the event loop every ``chunk`` entries.
+def _members(text: str, where: str) -> Iterator[tuple[str, object]]:
+    """The members of the JSON object in ``text``, one at a time; SourceError if malformed.
 
-    The top-level object is walked here one member at a time; each key and
-    value is decoded by the json module's C scanner, so the result equals
-    ``json.loads`` (later duplicates win) at nearly its speed.
+    Each key and value is decoded by the json module's C scanners, so the
+    members equal what ``json.loads`` would give (a later duplicate follows the
+    earlier one, and wins when put in a dict).
     """
-    if len(data) <= SMALL_BODY:
-        return load_json_object(data, where)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{where}: not UTF-8 text ({exc.reason})") from None
     end = len(text)
     pos = _skip(text, 0)
     if pos >= end or text[pos] != "{":
-        return load_json_object(data, where)  # not an object: its own clear message
-    result: dict[str, object] = {}
+        load_json_object(text.encode(), where)  # raises its clear message
+        raise AssertionError("unreachable")
     pos = _skip(text, pos + 1)
     if pos < end and text[pos] == "}":
         pos += 1
     else:
-        count = 0
         while True:
             if pos >= end or text[pos] != '"':
                 raise _error(where, text, pos, "Expecting property name enclosed in double quotes")
@@ -91,7 +84,7 @@ async def decode_json_object(data: bytes, where: str, *, chunk: int = 2000) -> d
                 raise _error(where, text, exc.pos, exc.msg) from None
             except StopIteration as stop:
                 raise _error(where, text, stop.value, "Expecting value") from None
-            result[key] = value
+            yield key, value
             pos = _skip(text, pos)
             if pos < end and text[pos] == ",":
                 pos = _skip(text, pos + 1)
@@ -100,12 +93,56 @@ async def decode_json_object(data: bytes, where: str, *, chunk: int = 2000) -> d
                 break
             else:
                 raise _error(where, text, pos, "Expecting ',' delimiter")
-            count += 1
-            if count % chunk == 0:
-                await trio.lowlevel.checkpoint()
     pos = _skip(text, pos)
     if pos != end:
         raise _error(where, text, pos, "Extra data")
+
+
+def _text(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{where}: not UTF-8 text ({exc.reason})") from None
+
+
+class JsonObject(Mapping[str, object]):
+    """A big JSON table body, read as a mapping without ever building the dict.
+
+    Iterating decodes members on the fly, so a reload holds the body text and
+    the table being built, not a third copy of the table as Python objects.
+    Malformed JSON raises SourceError while iterating.  Lookups by key and
+    ``len`` scan the whole body: they exist for completeness, not for speed.
+    """
+
+    def __init__(self, text: str, where: str) -> None:
+        self._text = text
+        self._where = where
+
+    def items(self) -> Iterator[tuple[str, object]]:  # type: ignore[override]
+        return _members(self._text, self._where)
+
+    def __iter__(self) -> Iterator[str]:
+        return (key for key, _value in _members(self._text, self._where))
+
+    def __len__(self) -> int:
+        return len(set(self))
+
+    def __getitem__(self, key: str) -> object:
+        found: list[object] = [value for name, value in self.items() if name == key]
+        if not found:
+            raise KeyError(key)
+        return found[-1]
+
+
+async def decode_json_object(data: bytes, where: str, *, chunk: int = 2000) -> dict[str, object]:
+    """Like :func:`load_json_object`, yielding to the event loop every ``chunk`` entries."""
+    if len(data) <= SMALL_BODY:
+        return load_json_object(data, where)
+    result: dict[str, object] = {}
+    for count, (key, value) in enumerate(_members(_text(data, where), where), 1):
+        result[key] = value
+        if count % chunk == 0:
+            await trio.lowlevel.checkpoint()
     return result
 
 
@@ -128,7 +165,11 @@ class FileSource:
         digest = hashlib.sha256(data).hexdigest()[:16]
         if digest == self._last_digest:
             return None
-        entries = await decode_json_object(data, self.description)
+        entries: Mapping[str, object]
+        if len(data) <= SMALL_BODY:
+            entries = load_json_object(data, self.description)
+        else:
+            entries = JsonObject(_text(data, self.description), self.description)
         self._last_digest = digest
         return Fetched(entries, f"sha256:{digest}")
 
