@@ -97,6 +97,7 @@ async def serve(
     *,
     handle_signals: bool = False,
     announce: bool = False,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Load the table, listen, answer and reload until cancelled."""
@@ -120,7 +121,7 @@ async def serve(
     engine = Engine(table, max_payload=server.max_udp_payload, inject_bug=server.inject_bug)
     if config.log.queries:
         log_queries(engine)
-    listeners = await bind_listeners(server.listen)
+    listeners = await bind_listeners(server.listen, reuse_port=reuse_port)
     admin_sock: socket.socket | None = None
     try:
         admin_sock = _bind_admin(config)

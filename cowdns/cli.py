@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         help="locked mode: report a writer waiting longer than this",
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N processes on the same ports (SO_REUSEPORT), each with its own reloader",
+    )
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument(
         "--admin",
         type=_admin,
         metavar="HOST:PORT|off",
@@ -161,15 +170,57 @@ def _serve_config(args: argparse.Namespace) -> Config:
     return config.with_overrides(**overrides)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _worker_config(config: Config, index: int) -> Config:
+    """Worker ``index`` of a group: the same DNS ports, admin port + index."""
+    admin = config.admin
+    if index and admin.listen is not None and admin.listen[1] != 0:
+        host, port = admin.listen
+        config = replace(config, admin=replace(admin, listen=(host, port + index)))
+    return config
+
+
+def _serve_args_without_workers(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--workers":
+            skip = True
+        elif not arg.startswith("--workers="):
+            out.append(arg)
+    return out
+
+
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from cowdns.admin import AdminListenError
     from cowdns.app import serve
     from cowdns.logs import setup_logging
 
     config = _serve_config(args)
     setup_logging(config.log.level, config.log.format, sys.stderr)
+    if args.workers < 1:
+        raise ConfigError("--workers", f"must be at least 1, got {args.workers}")
+    if args.workers > 1 and args.worker_index is None:
+        if any(port == 0 for _host, port in config.server.listen):
+            raise ConfigError(
+                "--workers", "needs fixed ports; port 0 picks a different one per worker"
+            )
+        from cowdns.workers import supervise
+
+        return trio.run(supervise, _serve_args_without_workers(argv[1:]), args.workers)
+    worker = args.worker_index
+    if worker is not None:
+        config = _worker_config(config, worker)
     try:
-        trio.run(lambda: serve(config, handle_signals=True, announce=True))
+        trio.run(
+            lambda: serve(
+                config,
+                handle_signals=True,
+                announce=not worker,
+                reuse_port=worker is not None,
+            )
+        )
     except OSError as exc:
         listen = ", ".join(f"{h}:{p}" for h, p in config.server.listen)
         if isinstance(exc, AdminListenError):
@@ -280,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return _serve(args)
+            return _serve(args, argv)
         if args.command == "check":
             return trio.run(_check, args)
         if args.command == "push":
