@@ -50,7 +50,7 @@ class LockedTable:
         zones: Zones,
         *,
         lock: RWLock | None = None,
-        chunk: int = 2000,
+        chunk: int = 500,
         checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
     ) -> None:
         if chunk < 1:

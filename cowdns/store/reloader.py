@@ -143,7 +143,7 @@ class Reloader:
         max_shrink: float = 0.5,
         state_file: Path | None = None,
         checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
-        chunk: int = 2000,
+        chunk: int = 500,
     ) -> None:
         self.source = source
         self.table = table

@@ -228,7 +228,7 @@ async def build_table(
     raw: Mapping[str, object],
     checkpoint: Callable[[], Awaitable[None]],
     *,
-    chunk: int = 2000,
+    chunk: int = 500,
 ) -> TableBuilder:
     """Validate a whole raw table, yielding to the event loop every ``chunk`` keys.
 

@@ -146,6 +146,11 @@ async def decode_json_object(data: bytes, where: str, *, chunk: int = 2000) -> d
     return result
 
 
+def _read_and_hash(path: Path) -> tuple[bytes, str]:
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()[:16]
+
+
 class FileSource:
     """Reads a JSON table file; its version is the first 16 hex digits of its SHA-256."""
 
@@ -159,10 +164,10 @@ class FileSource:
 
     async def fetch(self) -> Fetched | None:
         try:
-            data = await trio.Path(self.path).read_bytes()
+            # Reading and hashing release the GIL: done in a thread, they never stall answers.
+            data, digest = await trio.to_thread.run_sync(_read_and_hash, self.path)
         except OSError as exc:
             raise SourceError(f"{self.description}: {exc.strerror or exc}") from None
-        digest = hashlib.sha256(data).hexdigest()[:16]
         if digest == self._last_digest:
             return None
         entries: Mapping[str, object]
