@@ -107,9 +107,6 @@ async def serve_udp(
     ``answer_now``, when given, answers without awaiting (copy-on-write mode),
     so a busy socket is drained with no trip through the scheduler per packet.
     """
-    if answer_now is not None:
-        await _serve_udp_now(sock, answer_now)
-        return
     recvfrom = sock.recvfrom
     sendto = sock.sendto
     while True:
@@ -123,36 +120,15 @@ async def serve_udp(
                 # ICMP errors from earlier sends surface here (ECONNREFUSED); not fatal.
                 log.debug("udp receive error: %s", exc)
                 continue
-            reply = await handler(data, "udp")
+            if answer_now is not None:
+                reply = answer_now(data, "udp")
+            else:
+                reply = await handler(data, "udp")
             if reply is not None:
                 try:
                     sendto(reply, peer)
                 except OSError as exc:
                     # A full send buffer or an unreachable peer drops this answer only.
-                    log.debug("udp send to %s failed: %s", peer, exc)
-        await trio.lowlevel.checkpoint()
-
-
-async def _serve_udp_now(
-    sock: socket.socket, answer_now: Callable[[bytes, Transport], bytes | None]
-) -> None:
-    recvfrom = sock.recvfrom
-    sendto = sock.sendto
-    while True:
-        await trio.lowlevel.wait_readable(sock)
-        for _ in range(UDP_BATCH):
-            try:
-                data, peer = recvfrom(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                log.debug("udp receive error: %s", exc)
-                continue
-            reply = answer_now(data, "udp")
-            if reply is not None:
-                try:
-                    sendto(reply, peer)
-                except OSError as exc:
                     log.debug("udp send to %s failed: %s", peer, exc)
         await trio.lowlevel.checkpoint()
 
