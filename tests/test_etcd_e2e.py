@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -26,6 +27,10 @@ from tests.helpers import (
 )
 
 PREFIX = "/dns/"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 async def seed(etcd: EtcdMember, table: dict[str, object]) -> None:
@@ -118,3 +123,18 @@ async def test_restart_while_etcd_is_down_serves_the_state_file(
         assert running.reloader.last_result.outcome == "loaded"  # from the state file
         assert await www(address(running)) == ["192.0.2.10"]
         running.stop()
+
+
+async def test_deleting_the_whole_prefix_is_refused_and_the_table_kept(
+    nursery: trio.Nursery, tmp_path: Path, etcd: EtcdMember
+) -> None:
+    await seed(etcd, TABLE)
+    running = await serve_from_etcd(nursery, tmp_path, etcd)
+    where = address(running)
+    outcomes = results(running)
+    await etcd.call(
+        "/v3/kv/deleterange", {"key": _b64(PREFIX), "range_end": _b64(PREFIX[:-1] + "0")}
+    )
+    await wait_for(outcomes, "refused")
+    for _ in range(5):
+        assert await www(where) == ["192.0.2.10"]

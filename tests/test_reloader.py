@@ -598,3 +598,18 @@ async def test_a_watch_batch_older_than_the_served_revision_is_skipped() -> None
     assert fresh.outcome == "loaded"
     entry = holder.current.lookup("www.example.com.")
     assert entry is not None and entry.v4 == ("192.0.2.99",)
+
+
+async def test_pushed_deletes_that_would_empty_the_table_are_refused() -> None:
+    from cowdns.errors import ReloadRefused
+
+    _source, holder, reloader = make(TEN)
+    assert (await reloader.reload()).outcome == "loaded"
+    wipe = [Change(name, None) for name in list(TEN)[:8]]
+    with pytest.raises(ReloadRefused):
+        await reloader.apply_changes(wipe, "v2")
+    assert len(holder.current) == 10 and reloader.last_result is not None
+    assert reloader.last_result.outcome == "refused"
+    # A small delete still goes through.
+    await reloader.apply_changes(wipe[:2], "v3")
+    assert len(holder.current) == 8

@@ -234,7 +234,13 @@ class Reloader:
         return result
 
     async def apply_changes(self, changes: Sequence[Change], version: str) -> None:
-        """Install pushed single-key changes on a copy of the served table."""
+        """Install pushed single-key changes on a copy of the served table.
+
+        Raises ReloadRefused when the changes would shrink the table past the
+        shrink guard (say ``etcdctl del --prefix``): the watch stops, the served
+        table stays, and full reloads take over (and refuse the same) until an
+        operator forces one.
+        """
         await self.apply(changes, version)
 
     async def apply(self, changes: Sequence[Change], version: str) -> ReloadResult:
@@ -259,6 +265,11 @@ class Reloader:
                     builder.put(change.key, change.value)
                 if count % self.chunk == 0:
                     await self.checkpoint()
+            try:
+                self._guard_shrink(len(builder.entries), force=False)
+            except ReloadRefused as exc:
+                self._finish(self._result("refused", started, error=str(exc)))
+                raise
             result = await self._install(builder, version, started)
             self._finish(result)
             return result
@@ -393,6 +404,8 @@ class Reloader:
                 log.warning("watch on %s ended; reloading in full", source.description)
             except SourceError as exc:
                 log.warning("watch on %s broke (%s); reloading in full", source.description, exc)
+            except ReloadRefused:
+                pass  # already logged by _finish; the full reload below decides again
             source.forget_version()
             result = await self.reload()
             if result.outcome != "loaded":
