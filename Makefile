@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-dev
 # Debian packages the tests use: package:binary
 TEST_DEBS := bind9-dnsutils:dig etcd-server:etcd dnsperf:dnsperf
 
-.PHONY: run test lint venv debs clean bench
+.PHONY: run test lint venv debs clean bench bench-peers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: $(STAMP) debs lint
 # Locked vs copy-on-write under load; see bench/README.md (e.g. BENCH_ARGS="--duration 20").
 bench: $(STAMP) debs
 	$(PY) -m bench $(BENCH_ARGS)
+
+# Max qps of cowdns against NSD, Knot (Debian packages, installed here like dnsperf) and
+# Twisted Names (pip-installed into the venv by the bench when missing); see bench/README.md.
+bench-peers: $(STAMP) debs
+	@$(MAKE) --no-print-directory debs TEST_DEBS="nsd:nsd knot:knotd"
+	$(PY) -m bench --scenarios peers --out bench/results/peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

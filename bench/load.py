@@ -12,6 +12,7 @@ send time is the stamp minus its latency (minus the timeout for a ``T`` line).
 from __future__ import annotations
 
 import re
+import resource
 import shutil
 import subprocess
 import threading
@@ -29,6 +30,8 @@ _SUMMARY = {
     "lost": re.compile(r"Queries lost:\s+(\d+)"),
     "qps": re.compile(r"Queries per second:\s+([0-9.]+)"),
 }
+_RCODES = re.compile(r"Response codes:\s+(.*)$")
+_RCODE = re.compile(r"([A-Z]+) (\d+) \(")
 
 
 def dnsperf_version() -> str:
@@ -88,6 +91,8 @@ class LoadResult:
     """Send time of every query that got no answer within the timeout."""
     rcodes: dict[str, int] = field(default_factory=dict)
     output_tail: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    """CPU time dnsperf itself used (user + system)."""
 
 
 class LoadRun:
@@ -96,6 +101,7 @@ class LoadRun:
     def __init__(self, spec: LoadSpec, port: int, queries: Path) -> None:
         self.spec = spec
         self.result = LoadResult(spec, time.time())
+        self._rusage = resource.getrusage(resource.RUSAGE_CHILDREN)
         self._process = subprocess.Popen(
             spec.command(port, queries),
             stdout=subprocess.PIPE,
@@ -123,6 +129,9 @@ class LoadRun:
                 result.timed_out.append(arrived - self.spec.timeout)
                 continue
             tail.append(line)
+            codes = _RCODES.search(line)
+            if codes is not None and not result.rcodes:  # without -v: the summary's counts
+                result.rcodes = {c: int(n) for c, n in _RCODE.findall(codes.group(1))}
             for key, pattern in _SUMMARY.items():
                 found = pattern.search(line)
                 if found is not None:
@@ -146,6 +155,10 @@ class LoadRun:
             self._process.kill()
             status = self._process.wait()
         self._reader.join(10)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.result.cpu_seconds = (after.ru_utime - self._rusage.ru_utime) + (
+            after.ru_stime - self._rusage.ru_stime
+        )
         if status != 0 or self.result.sent == 0:
             tail = "\n".join(self.result.output_tail)
             raise RuntimeError(f"dnsperf failed (exit status {status}):\n{tail}")

@@ -19,7 +19,15 @@ from bench.load import LoadResult
 from bench.scenarios import Scenario
 from bench.servers import ServerEvent
 
-__all__ = ["RunRecord", "Summary", "plot_scenario", "render_markdown", "summarize", "write_json"]
+__all__ = [
+    "RunRecord",
+    "Summary",
+    "plot_scenario",
+    "reload_cost_table",
+    "render_markdown",
+    "summarize",
+    "write_json",
+]
 
 PERCENTILES = (50.0, 99.0, 99.9)
 
@@ -171,15 +179,53 @@ def comparison_table(records: Sequence[RunRecord]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def reload_cost_table(records: Sequence[RunRecord]) -> list[str]:
+    """p99 with reloads ÷ p99 without, per server, where a steady run has the same size."""
+    steady = {
+        (r.server, r.scenario.size): summarize(r)
+        for r in records
+        if r.scenario.reload_interval is None
+    }
+    lines = [
+        "| server | scenario | p99 no reload ms | p99 with reloads ms | ratio | lost |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for record in records:
+        if record.scenario.reload_interval is None or record.scenario.inject_bug:
+            continue
+        base = steady.get((record.server, record.scenario.size))
+        if base is None:
+            continue
+        s = summarize(record)
+        before, during = base.percentiles["p99"], s.percentiles["p99"]
+        ratio = "–"
+        if before is not None and during is not None and before > 0:
+            ratio = f"{during / before:.1f}×"
+        elif during is None:
+            ratio = "lost"
+        lines.append(
+            f"| {record.server} | {record.scenario.name} | {_ms(before)} | {_ms(during)}"
+            f" | {ratio} | {s.lost} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
 def render_markdown(
-    records: Sequence[RunRecord], machine: dict[str, str], settings: dict[str, Any]
+    records: Sequence[RunRecord],
+    machine: dict[str, str],
+    settings: dict[str, Any],
+    extra: Sequence[str] = (),
 ) -> str:
+    """The results page; ``extra`` lines (peers, memory) go after the load tables."""
     scenarios = list(dict.fromkeys(r.scenario for r in records))
     out = ["# cowdns bench: latest results", ""]
     out.append(
         f"Run {machine['date']} on {machine['cpu']}, {machine['cores']} cores (shared),"
         f" Python {machine['python']}, {machine['dnsperf']}; cowdns {machine['revision']}."
     )
+    if not records:
+        out += [f"Command: `{settings['command']}`.", "", *extra]
+        return "\n".join(out)
     out.append(
         f"Load: dnsperf at a fixed {settings['rate']} queries/s for {settings['duration']:g}s"
         f" per run, {settings['timeout']:g}s timeout; command: `{settings['command']}`."
@@ -196,12 +242,23 @@ def render_markdown(
         out += ["| server | max qps |", "|---|---:|"]
         out += [f"| {r.server} | {r.capacity_qps:.0f} |" for r in capacity]
         out.append("")
+    cost = reload_cost_table(records)
+    if cost:
+        out += ["What reloads cost (p99 with reloads ÷ p99 of the steady run, same size):", ""]
+        out += [*cost, ""]
+    out += [*extra]
     out += ["Figures: " + ", ".join(f"[{s.name}]({s.name}.png)" for s in scenarios), ""]
     return "\n".join(out)
 
 
 def write_json(
-    path: Path, records: Sequence[RunRecord], machine: dict[str, str], settings: dict[str, Any]
+    path: Path,
+    records: Sequence[RunRecord],
+    machine: dict[str, str],
+    settings: dict[str, Any],
+    *,
+    peers: Sequence[dict[str, Any]] = (),
+    memory: Sequence[dict[str, Any]] = (),
 ) -> None:
     runs = []
     for record in records:
@@ -241,7 +298,11 @@ def write_json(
                 },
             }
         )
-    document = {"machine": machine, "settings": settings, "runs": runs}
+    document: dict[str, Any] = {"machine": machine, "settings": settings, "runs": runs}
+    if peers:
+        document["peers"] = list(peers)
+    if memory:
+        document["memory"] = list(memory)
     path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 

@@ -1,7 +1,9 @@
 """``python -m bench``: run every scenario against every server kind, then report.
 
 Runs are sequential (one server process at a time, a fresh one per run) so the
-servers never compete with each other for the machine's cores.
+servers never compete with each other for the machine's cores.  The peer
+comparison keeps all its servers up at once, but only the one being measured
+gets queries.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.load import LoadRun, LoadSpec, dnsperf_version
+from bench.memory import MemoryResult, memory_markdown, run_memory
+from bench.peers import PeerResult, peers_markdown, run_peers
 from bench.report import RunRecord, plot_scenario, render_markdown, summarize, write_json
-from bench.scenarios import SCENARIO_KINDS, Scenario, build_scenarios, size_label
-from bench.servers import ServerKind, ServerProcess, server_kinds
+from bench.scenarios import DEFAULT_KINDS, SCENARIO_KINDS, Scenario, build_scenarios, size_label
+from bench.servers import DEFAULT_SERVERS, PEER_SERVERS, ServerKind, ServerProcess, server_kinds
 from bench.workload import Workload, make_workload
 
 __all__ = ["main"]
@@ -86,11 +90,34 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--scenarios",
         type=_kinds,
-        default=list(SCENARIO_KINDS),
-        help=f"which scenario kinds to run (default: {','.join(SCENARIO_KINDS)})",
+        default=list(DEFAULT_KINDS),
+        help=f"which scenario kinds to run, of {','.join(SCENARIO_KINDS)}"
+        f" (default: {','.join(DEFAULT_KINDS)})",
     )
     parser.add_argument(
-        "--servers", type=_csv, default=["cow", "locked"], help="server kinds (default: cow,locked)"
+        "--servers",
+        type=_csv,
+        default=None,
+        help=f"server kinds (default: {','.join(DEFAULT_SERVERS)};"
+        f" for peers {','.join(PEER_SERVERS)})",
+    )
+    peers = parser.add_argument_group("peers (max qps of cowdns, NSD, Knot, Twisted Names)")
+    peers.add_argument(
+        "--repetitions", type=int, default=5, help="rounds over all servers (default: 5)"
+    )
+    peers.add_argument(
+        "--peer-duration", type=float, default=10, help="seconds per measurement (default: 10)"
+    )
+    peers.add_argument(
+        "--outstanding",
+        type=int,
+        default=200,
+        help="dnsperf -q for unthrottled runs (default: 200)",
+    )
+    peers.add_argument("--clients", type=int, default=4, help="dnsperf -c (default: 4)")
+    memory = parser.add_argument_group("memory (resident size through reloads, largest size)")
+    memory.add_argument(
+        "--memory-reloads", type=int, default=3, help="reloads to follow (default: 3)"
     )
     parser.add_argument(
         "--out", type=Path, default=_DEFAULT_OUT, help="results folder (default: bench/results)"
@@ -208,45 +235,99 @@ def _run_one(
     return record
 
 
+def _kinds_by_scenario(
+    scenarios: Sequence[Scenario], names: list[str] | None, cowdns: str | None
+) -> dict[str, list[ServerKind]]:
+    """The servers each scenario runs: ``--servers`` or the scenario's default, supported only.
+
+    Raises ValueError for an unknown name, FileNotFoundError for a missing server.
+    """
+    chosen: dict[str, list[ServerKind]] = {}
+    for scenario in scenarios:
+        default = PEER_SERVERS if scenario.kind == "peers" else DEFAULT_SERVERS
+        kinds = [k for k in server_kinds(names or list(default), cowdns) if k.supports(scenario)]
+        if not kinds:
+            raise ValueError(f"no server of --servers can run {scenario.name}")
+        chosen[scenario.name] = kinds
+    for kind in {k.name: k for ks in chosen.values() for k in ks}.values():
+        kind.check()
+    return chosen
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     progress = Progress()
+    scenarios = build_scenarios(args.scenarios, args.sizes, args.reload_interval)
     try:
         machine = machine_info()
-        kinds = server_kinds(args.servers, args.cowdns)
+        kinds_of = _kinds_by_scenario(scenarios, args.servers, args.cowdns)
     except (FileNotFoundError, ValueError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     if shutil.which("stdbuf") is None:
         print("bench: stdbuf (coreutils) is needed for per-query timestamps", file=sys.stderr)
         return 2
-    scenarios = build_scenarios(args.scenarios, args.sizes, args.reload_interval)
+    all_kinds = list({kind.name: kind for ks in kinds_of.values() for kind in ks}.values())
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     workroot = Path(tempfile.mkdtemp(prefix="cowdns-bench-"))
     progress(
-        f"{len(scenarios)} scenarios × {len(kinds)} servers on {machine['cpu']},"
-        f" {machine['cores']} cores; work folder {workroot}"
+        f"{len(scenarios)} scenarios, servers {', '.join(k.name for k in all_kinds)} on"
+        f" {machine['cpu']}, {machine['cores']} cores; work folder {workroot}"
     )
-    workloads: dict[int, Workload] = {}
+    workloads: dict[tuple[int, bool], Workload] = {}
     records: list[RunRecord] = []
+    peer_results: list[PeerResult] = []
+    memory_results: list[MemoryResult] = []
     try:
         for scenario in scenarios:
-            if scenario.size not in workloads:
-                progress(f"writing a {size_label(scenario.size)}-name table and query file")
-                workloads[scenario.size] = make_workload(
-                    workroot / f"size-{scenario.size}", scenario.size
+            mixed = scenario.kind == "peers"
+            if (scenario.size, mixed) not in workloads:
+                progress(
+                    f"writing a {size_label(scenario.size)}-name table and query file"
+                    + (" (A/AAAA/NXDOMAIN mix, zone file too)" if mixed else "")
                 )
+                workloads[scenario.size, mixed] = make_workload(
+                    workroot / f"size-{scenario.size}{'-mixed' if mixed else ''}",
+                    scenario.size,
+                    mixed=mixed,
+                )
+            workload = workloads[scenario.size, mixed]
+            kinds = kinds_of[scenario.name]
+            if scenario.kind == "peers":
+                peer_results.append(
+                    run_peers(
+                        kinds,
+                        scenario,
+                        workload,
+                        workroot,
+                        duration=args.peer_duration,
+                        repetitions=args.repetitions,
+                        outstanding=args.outstanding,
+                        clients=args.clients,
+                        # dnsperf waits up to the timeout for stragglers after each run.
+                        timeout=min(args.timeout, 2.0),
+                        progress=progress,
+                    )
+                )
+                continue
             for kind in kinds:
-                if not kind.supports(scenario):
-                    progress(f"{scenario.name} / {kind.name}: not supported, skipped")
-                    continue
                 workdir = workroot / f"{scenario.name}-{kind.name}"
                 workdir.mkdir()
-                records.append(
-                    _run_one(kind, scenario, workloads[scenario.size], workdir, args, progress)
-                )
+                if scenario.kind == "memory":
+                    memory_results.append(
+                        run_memory(
+                            kind,
+                            scenario,
+                            workload,
+                            workdir,
+                            reloads=args.memory_reloads,
+                            progress=progress,
+                        )
+                    )
+                else:
+                    records.append(_run_one(kind, scenario, workload, workdir, args, progress))
     finally:
         if not args.keep_work:
             shutil.rmtree(workroot, ignore_errors=True)
@@ -256,19 +337,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timeout": args.timeout,
         "sizes": args.sizes,
         "reload_interval": args.reload_interval,
-        "servers": [kind.description for kind in kinds],
+        "servers": [kind.description for kind in all_kinds],
         "command": shlex.join(["python", "-m", "bench", *argv]),
     }
-    markdown = render_markdown(records, machine, settings)
+    extra: list[str] = []
+    for result in peer_results:
+        extra += peers_markdown(result)
+    extra += memory_markdown(memory_results)
+    markdown = render_markdown(records, machine, settings, extra)
     (out / "latest.md").write_text(markdown, encoding="utf-8")
-    write_json(out / "latest.json", records, machine, settings)
-    for scenario in scenarios:
+    write_json(
+        out / "latest.json",
+        records,
+        machine,
+        settings,
+        peers=[r.to_json() for r in peer_results],
+        memory=[r.to_json() for r in memory_results],
+    )
+    for scenario in (s for s in scenarios if s.kind == "load"):
         plot_scenario(
             out / f"{scenario.name}.png",
             scenario,
             [r for r in records if r.scenario == scenario],
         )
-    progress(f"wrote {out / 'latest.md'}, {out / 'latest.json'} and {len(scenarios)} figures")
+    figures = sum(1 for s in scenarios if s.kind == "load")
+    progress(f"wrote {out / 'latest.md'}, {out / 'latest.json'} and {figures} figures")
     print()
     print(markdown)
     return 0

@@ -1,13 +1,19 @@
-"""What each measured run does to the server: table size, reloads, injected bug."""
+"""What each measured run does to the server: table size, reloads, injected bug.
+
+``steady``, ``reload`` and ``bug`` are load runs at a fixed rate (one server at
+a time).  ``peers`` compares the maximum queries per second of cowdns and other
+servers on one zone; ``memory`` follows cowdns' resident size through reloads.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["SCENARIO_KINDS", "Scenario", "build_scenarios", "size_label"]
+__all__ = ["DEFAULT_KINDS", "SCENARIO_KINDS", "Scenario", "build_scenarios", "size_label"]
 
-SCENARIO_KINDS = ("steady", "reload", "bug")
+SCENARIO_KINDS = ("steady", "reload", "bug", "peers", "memory")
+DEFAULT_KINDS = ("steady", "reload", "bug")
 
 
 def size_label(size: int) -> str:
@@ -31,12 +37,15 @@ class Scenario:
     """Seconds between table changes (the bench rewrites the file, then SIGHUP); None: none."""
     inject_bug: bool = False
     """Start the server with the original missing read-unlock bug injected."""
+    kind: str = "load"
+    """``load`` (fixed-rate dnsperf run), ``peers`` or ``memory``."""
 
 
 def build_scenarios(
     kinds: Sequence[str], sizes: Sequence[int], reload_interval: float
 ) -> list[Scenario]:
-    """The scenarios in run order: steady, one reload scenario per size, then the bug."""
+    """The scenarios in run order: steady, one reload scenario per size, the bug, then
+    ``peers`` (on the smallest size) and ``memory`` (on the largest)."""
     smallest = min(sizes)
     scenarios: list[Scenario] = []
     if "steady" in kinds:
@@ -65,6 +74,27 @@ def build_scenarios(
                 smallest,
                 reload_interval,
                 inject_bug=True,
+            )
+        )
+    if "peers" in kinds:
+        scenarios.append(
+            Scenario(
+                "peers",
+                f"max qps, {size_label(smallest)} names, A/AAAA/NXDOMAIN mix, no rate limit",
+                smallest,
+                None,
+                kind="peers",
+            )
+        )
+    if "memory" in kinds:
+        largest = max(sizes)
+        scenarios.append(
+            Scenario(
+                f"memory-{size_label(largest)}",
+                f"resident size with {size_label(largest)} names, steady and during reloads",
+                largest,
+                None,
+                kind="memory",
             )
         )
     return scenarios

@@ -62,3 +62,29 @@ def test_tiny_bench_writes_table_json_and_figures(tmp_path: Path) -> None:
         image = imread(out / f"{scenario}.png")
         height, width = image.shape[:2]
         assert width > 300 and height > 200, scenario
+
+
+def test_tiny_peers_and_memory_runs_with_cowdns_only(tmp_path: Path) -> None:
+    """The peer and memory code paths, with cowdns as the only server (no NSD, Knot, Twisted)."""
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "bench", "--out", str(out), "--scenarios", "peers,memory"]
+    command += ["--servers", "cow", "--sizes", "200", "--repetitions", "1"]
+    command += ["--peer-duration", "0.5", "--memory-reloads", "1", "--timeout", "0.5"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    document = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    (peers,) = document["peers"]
+    assert list(peers["servers"]) == ["cow"]
+    (sample,) = peers["samples"]
+    assert sample["qps"] > 0 and sample["sent"] > 0
+    # The mixed query file asks for names that exist and names that do not.
+    assert {"NOERROR", "NXDOMAIN"} <= set(sample["rcodes"])
+    (memory,) = document["memory"]
+    assert memory["server"] == "cow" and memory["size"] == 200
+    assert memory["steady_kb"] > 0 and len(memory["reloads"]) == 1
+    assert memory["peak_kb"] >= memory["reloads"][0]["sampled_peak_kb"] > 0
+
+    markdown = (out / "latest.md").read_text(encoding="utf-8")
+    assert "| cow | cowdns serve --mode cow |" in markdown
+    assert "MB per 1M names" in markdown
