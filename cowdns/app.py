@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import signal
 import socket
 from dataclasses import dataclass, field
@@ -162,7 +163,18 @@ async def serve(
             if handle_signals:
                 await nursery.start(_signals, running)
             served = table.table()
-            where = ", ".join(f"{host}:{port}" for host, port in running.addresses)
+            where = ", ".join(
+                f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                for host, port in running.addresses
+            )
+            if server.inject_bug is not None:
+                log.warning(
+                    "fault injection on: %s (%s)",
+                    server.inject_bug,
+                    "locked mode: the first reload will stop all answers"
+                    if server.mode == "locked"
+                    else "copy-on-write mode has no lock to leak; nothing changes",
+                )
             log.info(
                 "serving %s on %s (udp+tcp), mode %s, %d names, generation %d",
                 ", ".join(zone.origin.to_text() for zone in config.zones),
@@ -172,7 +184,10 @@ async def serve(
                 served.generation,
             )
             if announce:
-                print(f"cowdns listening on {where} (udp+tcp), mode {server.mode}", flush=True)
+                print(
+                    f"cowdns listening on {where} (udp+tcp), mode {server.mode}, pid {os.getpid()}",
+                    flush=True,
+                )
                 print(_try_line(running), flush=True)
             task_status.started(running)
     finally:

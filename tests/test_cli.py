@@ -160,9 +160,11 @@ async def test_serve_answers_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Pa
         process, out, err, try_line = await launch(nursery, config)
         try:
             match = re.fullmatch(
-                r"cowdns listening on 127\.0\.0\.1:(\d+) \(udp\+tcp\), mode cow", out.lines[0]
+                r"cowdns listening on 127\.0\.0\.1:(\d+) \(udp\+tcp\), mode cow, pid (\d+)",
+                out.lines[0],
             )
             assert match, out.lines
+            assert int(match[2]) == process.pid
             port = int(match[1])
             assert port != 0
             assert out.lines[1] == try_line == f"try: dig @127.0.0.1 -p {port} www.example.com A"

@@ -106,14 +106,17 @@ class LockedTable:
         whole install.  Returns the new generation.
         """
         async with self.lock.write():
-            await self._replace(self.entries, builder.entries)
-            await self._replace(self.ancestors, builder.ancestors)
-            self.generation += 1
-            self.version = version
-            self.loaded_at = time.time()
-            for hook in self.on_install:
-                hook(self.generation)
-            return self.generation
+            # Once the lock is ours the update must finish: a deadline or shutdown
+            # cancelling it halfway would leave readers a table that never existed.
+            with trio.CancelScope(shield=True):
+                await self._replace(self.entries, builder.entries)
+                await self._replace(self.ancestors, builder.ancestors)
+                self.generation += 1
+                self.version = version
+                self.loaded_at = time.time()
+                for hook in self.on_install:
+                    hook(self.generation)
+        return self.generation
 
     async def _replace(self, target: dict[str, _V], source: Mapping[str, _V]) -> None:
         # A snapshot of the keys: deleting from a dict while iterating it is an error.

@@ -162,6 +162,7 @@ class Reloader:
         self._wakeup = trio.Event()
         self._failures = 0
         self._reported: set[tuple[str, str]] = set()
+        self._phase = "waiting"
 
     # -- triggers ---------------------------------------------------------------
 
@@ -176,34 +177,48 @@ class Reloader:
 
         ``force`` re-reads an unchanged source and overrides the shrink guard.
         """
-        async with self._lock:
-            started = time.monotonic()
-            if force:
-                self.source.forget_version()
-            try:
-                with trio.fail_after(self.deadline):
+        started = time.monotonic()
+        self._phase = "waiting"
+        try:
+            with trio.fail_after(self.deadline):
+                async with self._lock:
+                    if force:
+                        self.source.forget_version()
+                    self._phase = "fetching"
                     fetched = await self.source.fetch()
-                    if fetched is None:
+                    if fetched is None or (
+                        not force and fetched.version == self.table.table().version
+                    ):
                         result = self._result("unchanged", started)
                     else:
                         result = await self._install_full(fetched, started, force=force)
-            except trio.TooSlowError:
-                self.source.forget_version()
-                result = self._result(
-                    "failed",
-                    started,
-                    error=f"{self.source.description}: no answer within {self.deadline:g}s",
-                )
-            except SourceError as exc:
-                self.source.forget_version()
-                result = self._result("failed", started, error=str(exc))
-            except ReloadRefused as exc:
-                self.source.forget_version()
-                result = self._result("refused", started, error=str(exc))
-            self._finish(result)
-            return result
+        except trio.TooSlowError:
+            self.source.forget_version()
+            result = self._result("failed", started, error=self._too_slow())
+        except SourceError as exc:
+            self.source.forget_version()
+            result = self._result("failed", started, error=str(exc))
+        except ReloadRefused as exc:
+            self.source.forget_version()
+            result = self._result("refused", started, error=str(exc))
+        self._finish(result)
+        return result
+
+    def _too_slow(self) -> str:
+        limit = f"{self.deadline:g}s (reload_deadline)"
+        if self._phase == "waiting":
+            return f"the reload before this one was still running after {limit}"
+        if self._phase == "fetching":
+            return f"{self.source.description}: no answer within {limit}"
+        if self._phase == "building":
+            return f"validating the new table took longer than {limit}"
+        return (
+            f"the new table could not be installed within {limit}: in locked mode this"
+            " means the write lock was not granted (a reader holds it; see the lock watchdog)"
+        )
 
     async def _install_full(self, fetched: Fetched, started: float, *, force: bool) -> ReloadResult:
+        self._phase = "building"
         builder = await build_table(
             self.table.zones, fetched.entries, self.checkpoint, chunk=self.chunk
         )
@@ -227,6 +242,7 @@ class Reloader:
         rejected = builder.rejected
         for error in rejected:
             self._report(error)
+        self._phase = "installing"
         await self.table.install(builder, version)
         result = self._result("loaded", started, rejected=len(rejected))
         if self.state_file is not None:
