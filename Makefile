@@ -3,21 +3,30 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
+RUN_STAMP := $(VENV)/.installed
 
 # Debian packages the tests use: package:binary
 TEST_DEBS := bind9-dnsutils:dig etcd-server:etcd dnsperf:dnsperf
 
 .PHONY: run test lint venv debs clean bench bench-peers
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	@$(PYTHON) -m venv $(VENV) || { echo "cowdns: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+
+# What serving needs.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
 	touch $@
+
+# What tests, linters and benchmarks need on top.
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@ $(RUN_STAMP)
 
 venv: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/cowdns serve --config examples/cowdns.toml
 
 debs:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -179,6 +181,30 @@ def _worker_config(config: Config, index: int) -> Config:
     return config
 
 
+def _tag_logs(tag: str) -> None:
+    """Prefix every log line of this process with ``tag`` (which worker said it)."""
+
+    def add_tag(record: logging.LogRecord) -> bool:
+        record.msg = f"{tag}: {record.msg}"
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(add_tag)
+
+
+def _check_ports_free(addresses: Sequence[tuple[str, int]]) -> None:
+    """Fail now if another server (even another worker group) holds one of our ports.
+
+    Workers bind with SO_REUSEPORT, which would let a second group share a port
+    with the first and split its queries; a plain bind here refuses that.
+    """
+    for host, port in addresses:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(family, kind) as probe:
+                probe.bind((host, port))
+
+
 def _serve_args_without_workers(argv: Sequence[str]) -> list[str]:
     out: list[str] = []
     skip = False
@@ -206,12 +232,19 @@ def _serve(args: argparse.Namespace, argv: Sequence[str]) -> int:
             raise ConfigError(
                 "--workers", "needs fixed ports; port 0 picks a different one per worker"
             )
+        try:
+            _check_ports_free(config.server.listen)
+        except OSError as exc:
+            listen = ", ".join(f"{h}:{p}" for h, p in config.server.listen)
+            print(f"cowdns: cannot listen on {listen}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         from cowdns.workers import supervise
 
         return trio.run(supervise, _serve_args_without_workers(argv[1:]), args.workers)
     worker = args.worker_index
     if worker is not None:
         config = _worker_config(config, worker)
+        _tag_logs(f"worker {worker}")
     try:
         trio.run(
             lambda: serve(
@@ -327,7 +360,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # lockcheck owns its whole command line (its own --help, --json, paths).
         from cowdns import lockcheck
 
-        return lockcheck.main(argv[1:])
+        try:
+            return lockcheck.main(argv[1:])
+        except BrokenPipeError:
+            # The reader went away (``| head``): not an error of ours to report.
+            sys.stderr.close()
+            return 0
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":

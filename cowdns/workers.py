@@ -42,9 +42,12 @@ async def supervise(serve_args: Sequence[str], count: int) -> int:
                 processes.append(await trio.lowlevel.open_process(command))
             log.info("started %d workers: pids %s", count, " ".join(str(p.pid) for p in processes))
             async with trio.open_nursery() as nursery:
+                stopping = False
 
                 async def forward() -> None:
+                    nonlocal stopping
                     async for signum in signals:
+                        stopping = stopping or signum != signal.SIGHUP
                         for process in processes:
                             if process.returncode is None:
                                 process.send_signal(signum)
@@ -52,9 +55,14 @@ async def supervise(serve_args: Sequence[str], count: int) -> int:
                 async def wait(process: trio.Process) -> None:
                     nonlocal status
                     code = await process.wait()
+                    if stopping:
+                        log.info("worker pid %d stopped", process.pid)
+                        if all(p.returncode is not None for p in processes):
+                            nursery.cancel_scope.cancel()
+                        return
                     if code != 0 and status == 0:
                         status = code if code > 0 else 1
-                    log.info(
+                    log.error(
                         "worker pid %d exited with status %d; stopping the others",
                         process.pid,
                         code,

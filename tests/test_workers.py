@@ -104,6 +104,40 @@ async def test_two_workers_share_a_port_reload_together_and_stop_together(tmp_pa
         assert_port_free(port)  # no worker is left holding it
 
 
+async def test_a_second_group_cannot_share_the_port(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    port = free_port()
+    async with trio.open_nursery() as nursery:
+        process, out, err = await start_group(nursery, config, port)
+        with trio.fail_after(PROCESS_WAIT):
+            second = await trio.run_process(
+                command(
+                    "serve",
+                    "--config",
+                    str(config),
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                ),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                env=environment(),
+            )
+        assert second.returncode == 1
+        assert second.stderr.decode().strip() == (
+            f"cowdns: cannot listen on 127.0.0.1:{port}: Address already in use"
+        )
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(PROCESS_WAIT):
+            assert await process.wait() == 0
+            await out.wait_closed()
+            await err.wait_closed()
+        assert any("stopped" in line for line in err.lines)
+        assert not any("stopping the others" in line for line in err.lines)
+
+
 async def test_a_dead_worker_takes_the_group_down(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     port = free_port()
