@@ -108,6 +108,7 @@ class ServerKind(abc.ABC):
         """An event in one stderr line, or None."""
 
 
+_SERVING = re.compile(r" INFO cowdns: (worker \d+: )?serving ")
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 _RELOADED = re.compile(r"reload loaded generation=(\d+) names=(\d+) .*duration=([0-9.]+)s")
 
@@ -185,7 +186,7 @@ class CowdnsServer(ServerKind):
 
     def is_ready(self, line: str) -> bool:
         if self.workers > 1:  # only the first worker prints the stdout line; each logs this
-            return " INFO cowdns: serving " in line
+            return _SERVING.search(line) is not None
         return line.startswith("cowdns listening on ")
 
     def parse_log(self, line: str, arrived: float) -> ServerEvent | None:
