@@ -9,9 +9,18 @@ await per packet.  Locked mode holds the table's read lock around every
 lookup, cache hit or miss.
 
 Whole replies are cached per table generation (see :mod:`cowdns.fastpath`).
-In copy-on-write mode the cache belongs to one snapshot and is dropped when
-another is published, so it is coherent by construction; in locked mode it is
-cleared by the reloader while it holds the write lock.
+In copy-on-write mode the cache belongs to one snapshot's generation and is
+replaced when another is published; in locked mode it is cleared by the
+reloader while it holds the write lock.
+
+Carry-over (copy-on-write mode): a reload of a big table would otherwise send
+every query down the slow path at once.  Each cached reply remembers what it
+was computed from (its name's entry and whether names exist below it); after a
+publish, a miss may take the previous generation's reply for the same key if
+the new snapshot gives that name the same entry and the same descendants —
+then the normal path would produce the very same bytes.  Only the current
+snapshot is ever referenced, never the old one, so a replaced table's memory is
+freed at once.
 """
 
 from __future__ import annotations
@@ -41,8 +50,12 @@ _ADDRESS_TYPES = (dns.rdatatype.A, dns.rdatatype.AAAA)
 _TC = 0x0200
 
 AnswerHook = Callable[[Request, Answer, bytes], None]
-# Cached reply bytes (ID zero) and its rcode, for the counters.
-_Cached = tuple[bytes, int]
+# What a cached reply was computed from: the name's table key, its entry and whether
+# names exist below it.  A reply depends on nothing else of the table (apex NS
+# answers, which carry glue, have no basis and are never carried over).
+_Basis = tuple[str, Entry | None, bool]
+# Cached reply bytes (ID zero), its rcode (for the counters) and its basis.
+_Cached = tuple[bytes, int, _Basis | None]
 # Reply bytes after the ID, the counter label (transport, qtype, rcode), and TC.
 _Exact = tuple[bytes, tuple[str, int, int], bool]
 
@@ -80,8 +93,9 @@ class Engine:
         self.stats = QueryStats()
         self.on_answer: list[AnswerHook] = []
         self._cache: dict[CacheKey, _Cached] = {}
+        self._previous: dict[CacheKey, _Cached] = {}
         self._exact: dict[str, dict[bytes, _Exact]] = {"udp": {}, "tcp": {}}
-        self._cache_owner: object = None
+        self._generation = -1
         self.answer_now: Callable[[bytes, Transport], bytes | None] | None = None
         if isinstance(table, LockedTable):
             table.on_install.append(lambda _generation: self._clear_caches())
@@ -91,9 +105,11 @@ class Engine:
     def _answer_cow(self, data: bytes, transport: Transport) -> bytes | None:
         assert isinstance(self.table, SnapshotHolder)
         snapshot = self.table.current  # read once: this query's whole table
-        if snapshot is not self._cache_owner:
+        if snapshot.generation != self._generation:
+            previous = self._cache
             self._clear_caches()
-            self._cache_owner = snapshot
+            self._previous = previous
+            self._generation = snapshot.generation
         return self._answer(data, transport, snapshot)
 
     async def handle(self, data: bytes, transport: Transport) -> bytes | None:
@@ -129,6 +145,8 @@ class Engine:
         key = cache_key(data, transport, self.max_payload)
         if key is not None:
             cached = self._cache.get(key)
+            if cached is None and self._previous:
+                cached = self._carry(key, view)
             if cached is not None:
                 stats.cache_hits += 1
                 reply = splice(data, len(key[0]) + 16, cached[0])
@@ -136,15 +154,12 @@ class Engine:
                 self._count(transport, key[1], cached[1], reply, started)
                 return reply
             stats.cache_misses += 1
-        answered, qtype, rcode, cacheable = self._normal(data, transport, view)
+        answered, qtype, rcode, cacheable, basis = self._normal(data, transport, view)
         if answered is None:
             stats.dropped[transport] += 1
             return None
         if key is not None and cacheable:
-            cache = self._cache
-            if len(cache) >= self.cache_size:
-                del cache[next(iter(cache))]  # oldest first: bounded, O(1)
-            cache[key] = (b"\x00\x00" + answered[2:], rcode)
+            self._store(key, (b"\x00\x00" + answered[2:], rcode, basis))
             self._remember(exact, raw, answered, (transport, qtype, rcode))
         self._count(transport, qtype, rcode, answered, started)
         return answered
@@ -152,7 +167,7 @@ class Engine:
     def _uncached(
         self, data: bytes, transport: Transport, view: TableView, started: int
     ) -> bytes | None:
-        answered, qtype, rcode, _cacheable = self._normal(data, transport, view)
+        answered, qtype, rcode, _cacheable, _basis = self._normal(data, transport, view)
         if answered is None:
             self.stats.dropped[transport] += 1
             return None
@@ -171,8 +186,28 @@ class Engine:
             del exact[next(iter(exact))]
         exact[raw] = (reply[2:], label, bool(reply[2] << 8 & _TC))
 
+    def _store(self, key: CacheKey, cached: _Cached) -> None:
+        cache = self._cache
+        if len(cache) >= self.cache_size:
+            del cache[next(iter(cache))]  # oldest first: bounded, O(1)
+        cache[key] = cached
+
+    def _carry(self, key: CacheKey, view: TableView) -> _Cached | None:
+        """The previous generation's reply for ``key``, if this table gives the same one."""
+        cached = self._previous.get(key)
+        if cached is None or cached[2] is None:
+            return None
+        name, entry, below = cached[2]
+        now = view.lookup(name)
+        if (now is entry or now == entry) and view.has_descendants(name) == below:
+            self.stats.cache_carried += 1
+            self._store(key, cached)
+            return cached
+        return None
+
     def _clear_caches(self) -> None:
         self._cache = {}
+        self._previous = {}
         self._exact = {"udp": {}, "tcp": {}}
 
     def _count(
@@ -186,19 +221,19 @@ class Engine:
 
     def _normal(
         self, data: bytes, transport: Transport, view: TableView
-    ) -> tuple[bytes | None, int, int, bool]:
-        """The normal path: (reply or None, qtype, rcode, whether the reply may be cached)."""
+    ) -> tuple[bytes | None, int, int, bool, _Basis | None]:
+        """The normal path: reply (None: drop it), qtype, rcode, cacheable, and its basis."""
         decoded = decode(data, transport, self.max_payload)
         if decoded is None:
-            return None, 0, 0, False
+            return None, 0, 0, False, None
         if isinstance(decoded, bytes):
             self.stats.malformed[transport] += 1
-            return decoded, 0, decoded[3] & 0xF, False
+            return decoded, 0, decoded[3] & 0xF, False, None
         if isinstance(decoded, dns.message.Message):
             self.stats.malformed[transport] += 1
             error = encode(decoded, 65535 if transport == "tcp" else 512)
             qtype = decoded.question[0].rdtype if decoded.question else 0
-            return error, qtype, decoded.rcode(), False
+            return error, qtype, decoded.rcode(), False, None
         request = decoded
         try:
             answer = resolve(request, view)
@@ -208,7 +243,11 @@ class Engine:
             failure = error_response(
                 request.message, dns.rcode.SERVFAIL, self.max_payload, question=True
             )
-            return encode(failure, request.payload), request.qtype, dns.rcode.SERVFAIL, False
+            reply = encode(failure, request.payload)
+            return reply, request.qtype, dns.rcode.SERVFAIL, False, None
         for hook in self.on_answer:
             hook(request, answer, reply)
-        return reply, request.qtype, answer.rcode, True
+        basis: _Basis | None = None
+        if answer.by != "apex":  # apex NS answers carry glue: other names' entries
+            basis = (request.key, view.lookup(request.key), view.has_descendants(request.key))
+        return reply, request.qtype, answer.rcode, True, basis

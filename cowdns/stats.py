@@ -48,6 +48,8 @@ class QueryStats:
     """transport → messages answered FORMERR/NOTIMP/BADVERS by the wire policy."""
     cache_hits: int = 0
     cache_misses: int = 0
+    cache_carried: int = 0
+    """Replies taken over from the previous table generation (they count as hits too)."""
     latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
     latency_sum_ns: int = 0
 

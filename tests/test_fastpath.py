@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -228,3 +229,39 @@ def test_cache_is_bounded() -> None:
     for i in range(50):
         engine.answer_now(make(f"n{i}.example.com", "A", None, do=False, rd=True, cd=False), "udp")  # type: ignore[misc]
     assert len(engine._cache) <= 10
+
+
+async def test_replies_carried_over_a_reload_equal_the_normal_path(tmp_path: Path) -> None:
+    engine = await engine_for(tmp_path, "cow")
+    holder = engine.table
+    assert isinstance(holder, SnapshotHolder)
+    rng = random.Random(3)
+    queries = [
+        make(random_case(name, rng), rdtype, edns, do=False, rd=True, cd=False)
+        for name in [*NAMES, "deep.lab.example.com", "new.example.com", "other.example.com"]
+        for rdtype in TYPES
+        for edns in (None, 1232)
+    ]
+    for wire in queries:
+        engine.answer_now(wire, "udp")  # type: ignore[misc]  # fills generation 1's cache
+
+    # The next table changes one name, removes one, adds one under an empty
+    # non-terminal (which stops being empty) and one new name; the rest is equal.
+    table = json.loads((tmp_path / "table.json").read_text())
+    table["www.example.com"] = ["192.0.2.111"]
+    del table["api.example.com"]
+    table["deep.lab.example.com"] = ["2001:db8::77"]
+    table["new.example.com"] = ["192.0.2.78"]
+    table["x.other.example.com"] = ["192.0.2.79"]  # other.example.com: NXDOMAIN → NODATA
+    table["ns1.example.com"] = ["192.0.2.153"]  # glue of the apex NS answer
+    (tmp_path / "table.json").write_text(json.dumps(table))
+    reloader = Reloader(FileSource(tmp_path / "table.json"), holder)
+    assert (await reloader.reload()).outcome == "loaded"
+
+    carried_before = engine.stats.cache_carried
+    for wire in queries:
+        reply = engine.answer_now(wire, "udp")  # type: ignore[misc]
+        normal = engine._normal(wire, "udp", holder.current)[0]
+        assert reply == normal, dns.message.from_wire(wire).question
+    carried = engine.stats.cache_carried - carried_before
+    assert 0 < carried < len(queries)  # the unchanged names were carried, the rest recomputed
