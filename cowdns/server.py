@@ -177,6 +177,12 @@ async def serve_tcp(
         try:
             with conn.scope:
                 await _serve_connection(stream, handler, conn, idle_timeout, read_timeout)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            # The peer reset or closed while we wrote: that connection ends, nothing else.
+            log.debug("tcp connection ended: %s", exc)
+        except Exception:
+            # The server is the single guard: one connection's bug must not end the others.
+            log.exception("internal error on a tcp connection; closed it")
         finally:
             table.remove(conn_id)
             with trio.move_on_after(1) as cleanup:
@@ -195,6 +201,9 @@ async def _serve_connection(
 ) -> None:
     buffer = bytearray()
     message_started = 0.0
+    # Only answered messages count as activity: a client sending empty or dropped
+    # messages must not keep an idle slot, nor look busy to the eviction.
+    answered_at = trio.current_time()
     while True:
         # Answer every complete message already buffered (pipelining).
         while len(buffer) >= 2:
@@ -210,14 +219,14 @@ async def _serve_connection(
                     await stream.send_all(_LENGTH.pack(len(reply)) + reply)
                 if send.cancelled_caught:
                     return
-            conn.last_active = trio.current_time()
+                answered_at = conn.last_active = trio.current_time()
         if buffer:
             if not message_started:  # a new message has begun
                 message_started = trio.current_time()
             deadline = message_started + read_timeout
         else:
             message_started = 0.0
-            deadline = trio.current_time() + idle_timeout
+            deadline = answered_at + idle_timeout
         with trio.move_on_at(deadline):
             try:
                 chunk = await stream.receive_some(65536)
@@ -226,6 +235,5 @@ async def _serve_connection(
             if not chunk:
                 return
             buffer += chunk
-            conn.last_active = trio.current_time()
             continue
         return  # idle or read timeout

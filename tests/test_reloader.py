@@ -613,3 +613,31 @@ async def test_pushed_deletes_that_would_empty_the_table_are_refused() -> None:
     # A small delete still goes through.
     await reloader.apply_changes(wipe[:2], "v3")
     assert len(holder.current) == 8
+
+
+class FakeWatchable(FakeSource):
+    """A FakeSource that can also watch: records where each watch starts."""
+
+    def __init__(self, entries: Mapping[str, object], version: str) -> None:
+        super().__init__(entries, version)
+        self.watches: trio.MemorySendChannel[str]
+        self.watches, self.started = trio.open_memory_channel[str](10)
+
+    async def watch(self, since: str, on_changes: Any) -> None:
+        await self.watches.send(since)
+        await trio.sleep_forever()
+
+
+async def test_a_full_reload_restarts_the_watch_from_the_new_version() -> None:
+    source = FakeWatchable(TEN, "62")
+    holder = SnapshotHolder.empty(ZONES)
+    reloader = Reloader(source, holder, interval=3600)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reloader.run)
+        with trio.fail_after(5):
+            assert await source.started.receive() == "62"
+            # The store was recreated: same names, a lower revision.
+            source.change(TEN, "2")
+            assert (await reloader.reload()).outcome == "loaded"
+            assert await source.started.receive() == "2"
+        nursery.cancel_scope.cancel()

@@ -148,3 +148,43 @@ async def test_connection_cap_evicts_the_quietest_so_new_clients_are_served(
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_a_client_that_resets_while_answers_are_sent_ends_only_its_connection(
+    where: Where,
+) -> None:
+    # Thousands of pipelined queries with ~3 KB answers, never read: the server's
+    # writes block, then the close with unread data resets the connection under it.
+    query = frame(dns.message.make_query("big.example.com", "AAAA").to_wire())
+    sock = trio.socket.socket()
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 1024)
+    await sock.connect(where)
+    stream = trio.SocketStream(sock)
+    await stream.send_all(query * 3000)
+    await trio.testing.wait_all_tasks_blocked()
+    sock.setsockopt(
+        trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+    )
+    await stream.aclose()  # linger 0: an RST
+    await assert_serving(where)
+
+
+async def test_empty_messages_do_not_keep_an_idle_connection_open(quick: Where) -> None:
+    async with await open_stream(quick) as stream:
+        closed = trio.Event()
+
+        async def chatter() -> None:
+            # A client pacing zero-length messages: none of them is ever answered.
+            with trio.move_on_after(ANSWER_WAIT):
+                while not closed.is_set():
+                    try:
+                        await stream.send_all(b"\x00\x00")
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(chatter)
+            await wait_closed(stream)  # the idle timeout (0.3 s) still closes it
+            closed.set()
+    await assert_serving(quick)

@@ -118,7 +118,7 @@ def load_state_file(path: Path) -> Fetched:
             body = json.load(fh)
     except FileNotFoundError:
         raise SourceError(f"state file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise SourceError(f"state file {path} is unreadable: {exc}") from None
     if (
         not isinstance(body, dict)
@@ -163,6 +163,7 @@ class Reloader:
         self._failures = 0
         self._reported: set[tuple[str, str]] = set()
         self._phase = "waiting"
+        self._watch_scope: trio.CancelScope | None = None
 
     # -- triggers ---------------------------------------------------------------
 
@@ -201,6 +202,12 @@ class Reloader:
         except ReloadRefused as exc:
             self.source.forget_version()
             result = self._result("refused", started, error=str(exc))
+        except Exception as exc:
+            # Whatever a source or the data throws at us, the served table stays: that is
+            # the promise.  The traceback goes to the log for whoever must fix the bug.
+            log.exception("reload: internal error")
+            self.source.forget_version()
+            result = self._result("failed", started, error=f"internal error: {exc!r}")
         self._finish(result)
         return result
 
@@ -225,7 +232,11 @@ class Reloader:
         for error in builder.rejected:
             self._report(error)  # even when the guard refuses: the bad keys are often why
         self._guard_shrink(len(builder.entries), force=force)
-        return await self._install(builder, fetched.version, started)
+        result = await self._install(builder, fetched.version, started)
+        if self._watch_scope is not None:
+            # The watch follows the table it started from; this one replaced it.
+            self._watch_scope.cancel()
+        return result
 
     def _guard_shrink(self, new_size: int, *, force: bool) -> None:
         old_size = len(self.table.table().entries)
@@ -415,13 +426,23 @@ class Reloader:
         while True:
             await self.loaded.wait()
             since = self.table.table().version
-            try:
-                await source.watch(since, self.apply_changes)
-                log.warning("watch on %s ended; reloading in full", source.description)
-            except SourceError as exc:
-                log.warning("watch on %s broke (%s); reloading in full", source.description, exc)
-            except ReloadRefused:
-                pass  # already logged by _finish; the full reload below decides again
+            with trio.CancelScope() as self._watch_scope:
+                try:
+                    await source.watch(since, self.apply_changes)
+                    log.warning("watch on %s ended; reloading in full", source.description)
+                except SourceError as exc:
+                    log.warning(
+                        "watch on %s broke (%s); reloading in full", source.description, exc
+                    )
+                except ReloadRefused:
+                    pass  # already logged by _finish; the full reload below decides again
+                except Exception:
+                    log.exception(
+                        "watch on %s: internal error; reloading in full", source.description
+                    )
+            self._watch_scope = None
+            if self.table.table().version != since:
+                continue  # a full reload installed another version: watch from that one
             source.forget_version()
             result = await self.reload()
             if result.outcome != "loaded":

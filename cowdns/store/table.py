@@ -99,7 +99,7 @@ def _parse_ips(key: str, ips: object) -> tuple[tuple[str, ...], tuple[str, ...]]
             # Strict dotted quads (no leading zeros, no spaces) are already canonical;
             # inet_pton checks them ten times faster than ipaddress.
             socket.inet_pton(socket.AF_INET, ip)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: NUL bytes, lone surrogates
             pass
         else:
             if ip not in v4:

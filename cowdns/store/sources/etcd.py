@@ -111,6 +111,8 @@ def _value(raw: bytes) -> object:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return raw.decode("utf-8", errors="replace")
+    except RecursionError:
+        return "(JSON nested too deeply)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,8 @@ def load_json_object(data: bytes, where: str) -> dict[str, object]:
         raise SourceError(
             f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise SourceError(f"{where}: invalid table: JSON nested too deeply") from None
     if not isinstance(obj, dict):
         raise SourceError(
             f"{where}: expected one JSON object {{name: addresses}}, got {type(obj).__name__}"
@@ -84,6 +86,8 @@ def _members(text: str, where: str) -> Iterator[tuple[str, object]]:
                 raise _error(where, text, exc.pos, exc.msg) from None
             except StopIteration as stop:
                 raise _error(where, text, stop.value, "Expecting value") from None
+            except RecursionError:
+                raise _error(where, text, pos, "nested too deeply") from None
             yield key, value
             pos = _skip(text, pos)
             if pos < end and text[pos] == ",":
