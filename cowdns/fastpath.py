@@ -10,10 +10,12 @@ question (offset 12 and its suffixes), so they follow the new question's case
 exactly as a fresh rendering would.  ``tests/test_fastpath.py`` checks byte
 equality against the normal path over a broad corpus.
 
-Only plain queries take this path: QR=0, opcode QUERY, one question with no
-compression, no answer or authority records, at most one well-formed OPT of
-version 0, and nothing after it.  Everything else (and every miss) takes the
-normal path, which owns every error rule.
+Only plain queries take this path: QR=0, opcode QUERY, RCODE 0, one question
+with no compression, no answer or authority records, at most one well-formed
+OPT of version 0 whose options the normal path would accept too (options that
+dnspython parses, such as client subnet, take the normal path unless they are
+cookies of a valid length), and nothing after it.  Everything else (and every
+miss) takes the normal path, which owns every error rule.
 
 Rejected: caching parsed dnspython messages (rendering is the expensive part),
 and keying on the raw question bytes (the case would fragment the cache).
@@ -24,6 +26,8 @@ from __future__ import annotations
 import struct
 from typing import Final
 
+import dns.edns
+
 __all__ = ["CacheKey", "cache_key", "splice"]
 
 CacheKey = tuple[bytes, int, int, bool, int, bool, int, str]
@@ -32,7 +36,16 @@ _HEADER: Final = struct.Struct("!HHHHHH")
 _QTAIL: Final = struct.Struct("!HH")
 _OPT: Final = struct.Struct("!HHBBHH")
 _OPTION: Final = struct.Struct("!HH")
-_QR_OPCODE: Final = 0xF800
+_QR_OPCODE_RCODE: Final = 0xF80F
+_COOKIE: Final = 10
+# Options whose contents the normal path validates (and may answer FORMERR for);
+# a cookie is checked here, the rest always take the normal path.
+_VALIDATED: Final = frozenset(
+    int(code)
+    for code in dns.edns.OptionType
+    if dns.edns.get_option_class(code)
+    not in (dns.edns.GenericOption, dns.edns.NSIDOption, dns.edns.CookieOption)
+)
 _RD_CD: Final = 0x0100 | 0x0010
 _DO: Final = 0x8000
 _TYPE_OPT: Final = 41
@@ -45,7 +58,7 @@ def cache_key(data: bytes, transport: str, max_payload: int) -> CacheKey | None:
     if end < 17:
         return None
     _qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(data)
-    if flags & _QR_OPCODE or qdcount != 1 or ancount or nscount or arcount > 1:
+    if flags & _QR_OPCODE_RCODE or qdcount != 1 or ancount or nscount or arcount > 1:
         return None
     pos = 12
     while True:
@@ -77,7 +90,9 @@ def cache_key(data: bytes, transport: str, max_payload: int) -> CacheKey | None:
         while pos < options_end:
             if pos + 4 > options_end:
                 return None
-            _code, olen = _OPTION.unpack_from(data, pos)
+            code, olen = _OPTION.unpack_from(data, pos)
+            if code in _VALIDATED or (code == _COOKIE and not (olen == 8 or 16 <= olen <= 40)):
+                return None
             pos += 4 + olen
         if pos != options_end:
             return None

@@ -9,7 +9,9 @@ Order of checks (each one is a test in tests/test_dns_behaviour.py):
    bytes after the last record, duplicate OPT, …) → FORMERR, header only, ID
    echoed;
 5. QDCOUNT ≠ 1 → FORMERR;
-6. EDNS version ≠ 0 → BADVERS, question echoed.
+6. a query that carries records (answer, authority, additional other than its
+   OPT) or a non-zero RCODE → FORMERR, question echoed (as NSD does);
+7. EDNS version ≠ 0 → BADVERS, question echoed.
 
 Trailing bytes after the message are a FORMERR: a query that does not end where
 its counts say it ends is malformed, and answering it would hide the bug.
@@ -25,6 +27,7 @@ import dns.message
 import dns.opcode
 import dns.rcode
 import dns.rdataclass
+import dns.rdatatype
 import dns.rrset
 
 from cowdns.filters.base import Answer, Request, Transport
@@ -74,6 +77,9 @@ def decode(
         return _header_only(data, dns.rcode.FORMERR)
     if len(message.question) != 1:
         return error_response(message, dns.rcode.FORMERR, max_payload, question=False)
+    ixfr = message.question[0].rdtype == dns.rdatatype.IXFR  # carries an SOA in authority
+    if message.answer or (message.authority and not ixfr) or message.additional or flags & 0xF:
+        return error_response(message, dns.rcode.FORMERR, max_payload, question=True)
     if message.edns > 0:
         return error_response(message, dns.rcode.BADVERS, max_payload, question=True)
     rrset = message.question[0]

@@ -447,3 +447,58 @@ async def test_truncated_over_udp_is_complete_over_tcp(where: Where, edns: bool)
     response = await query(where, message, "tcp")
     assert not response.flags & dns.flags.TC
     assert len(addresses(response, "AAAA")) == 100
+
+
+QUERY_WITH = {
+    "answer-record": header(0x4343, 0x0100, an=1)
+    + QUESTION
+    + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04\x01\x02\x03\x04",
+    "authority-record": header(0x4343, 0x0100, ns=1)
+    + QUESTION
+    + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04\x01\x02\x03\x04",
+    "additional-record": header(0x4343, 0x0100, ar=1)
+    + QUESTION
+    + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x00\x00\x04\x01\x02\x03\x04",
+    "rcode-in-query": header(0x4343, 0x0105) + QUESTION,
+}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("name", sorted(QUERY_WITH))
+async def test_queries_carrying_records_or_an_rcode_get_formerr(
+    where: Where, transport: str, name: str
+) -> None:
+    reply = await (udp_exchange if transport == "udp" else tcp_exchange)(where, QUERY_WITH[name])
+    assert reply is not None
+    response = dns.message.from_wire(reply)
+    assert response.id == 0x4343
+    assert response.rcode() == dns.rcode.FORMERR
+    assert not response.answer
+    await assert_serving(where)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
+async def test_zone_transfers_are_refused(where: Where, transport: str, rdtype: str) -> None:
+    response = await query(where, q("example.com", rdtype), transport)
+    assert response.rcode() == dns.rcode.REFUSED
+    assert not response.answer and not response.authority
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_malformed_known_option_is_formerr_even_after_the_question_is_cached(
+    where: Where, transport: str
+) -> None:
+    exchange = udp_exchange if transport == "udp" else tcp_exchange
+    # api.example.com A with a 3-byte COOKIE (a client cookie is 8 bytes).
+    bad = bytes.fromhex(
+        "11110100000100000000000103617069076578616d706c6503636f6d0000010001"
+        "00002904d0000000000007000a0003616263"
+    )
+    first = await exchange(where, bad)
+    plain = await exchange(where, q("api.example.com", use_edns=0, payload=1232).to_wire())
+    again = await exchange(where, bad)
+    assert first is not None and plain is not None and again is not None
+    assert dns.message.from_wire(plain).rcode() == dns.rcode.NOERROR
+    assert first == again
+    assert again[3] & 0xF == dns.rcode.FORMERR
