@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,19 @@ from cowdns.errors import ConfigError, CowdnsError
 __all__ = ["main", "run"]
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be greater than 0")
-    return value
+def _seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type for a number of seconds in [low, high] (the config file's range)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range {low:g}..{high:g}")
+        return value
+
+    return parse
 
 
 def _listen(text: str) -> tuple[str, int]:
@@ -76,7 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mode", choices=MODES, help="table design (default: cow)")
     serve.add_argument("--store", metavar="URL", help="table store URL (replaces store.url)")
     serve.add_argument(
-        "--reload-interval", type=_positive, metavar="SECONDS", help="periodic reload interval"
+        "--reload-interval",
+        type=_seconds(0.01, 86400 * 7),
+        metavar="SECONDS",
+        help="periodic reload interval",
     )
     serve.add_argument("--state-file", type=Path, help="where the last good table is kept")
     serve.add_argument(
@@ -84,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--watchdog-threshold",
-        type=_positive,
+        type=_seconds(0.01, 86400),
         metavar="SECONDS",
         help="locked mode: report a writer waiting longer than this",
     )

@@ -133,7 +133,12 @@ def parse_listen(text: str, key: str = "server.listen") -> tuple[str, int]:
         host, sep, port_text = text[1:].partition("]:")
     else:
         host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if (
+        not sep
+        or not host
+        or not (port_text.isascii() and port_text.isdigit())
+        or not 0 <= int(port_text) <= 65535
+    ):
         raise ConfigError(key, f'expected "HOST:PORT" such as "127.0.0.1:1053", got {text!r}')
     return host, int(port_text)
 
@@ -244,6 +249,9 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     listen = tuple(parse_listen(item, f"server.listen[{i}]") for i, item in enumerate(listen_raw))
     if not listen:
         raise ConfigError("server.listen", "needs at least one address")
+    for i, address in enumerate(listen):
+        if address in listen[:i] and address[1] != 0:
+            raise ConfigError(f"server.listen[{i}]", f"{listen_raw[i]} is listed twice")
     mode: Any = server.get("mode", str, "cow")
     if mode not in MODES:
         raise ConfigError("server.mode", f"expected one of {', '.join(MODES)}, got {mode!r}")
@@ -267,6 +275,8 @@ def parse_config(data: Mapping[str, Any], base_dir: Path) -> Config:
     )
     url = store.get("url", str, "file:table.json")
     if url.startswith("file:"):
+        if not url[len("file:") :].strip():
+            raise ConfigError("store.url", 'file: needs a path, such as "file:table.json"')
         path = Path(url[len("file:") :])
         url = f"file:{path if path.is_absolute() else base_dir / path}"
     state = store.get("state_file", str, "")

@@ -289,6 +289,10 @@ async def test_invalid_toml_exits_2_naming_the_line(tmp_path: Path) -> None:
         pytest.param(["--listen", "127.0.0.1:99999"], "--listen", id="listen-port-too-big"),
         pytest.param(["--mode", "fast"], "--mode", id="mode"),
         pytest.param(["--reload-interval", "0"], "--reload-interval", id="interval-zero"),
+        pytest.param(["--reload-interval", "nan"], "--reload-interval", id="interval-nan"),
+        pytest.param(["--reload-interval", "1e-300"], "--reload-interval", id="interval-tiny"),
+        pytest.param(["--watchdog-threshold", "nan"], "--watchdog-threshold", id="watchdog-nan"),
+        pytest.param(["--watchdog-threshold", "inf"], "--watchdog-threshold", id="watchdog-inf"),
     ],
 )
 async def test_bad_flags_are_usage_errors(tmp_path: Path, args: list[str], words: str) -> None:

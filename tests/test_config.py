@@ -250,6 +250,19 @@ BAD = [
         "not a DNS name",
         id="bad-rname",
     ),
+    pytest.param('[store]\nurl = "file:"\n' + ZONE, "store.url", "needs a path", id="file-no-path"),
+    pytest.param(
+        '[server]\nlisten = ["127.0.0.1:5300", "127.0.0.1:5300"]\n' + ZONE,
+        "server.listen[1]",
+        "listed twice",
+        id="listen-twice",
+    ),
+    pytest.param(
+        '[server]\nlisten = ["127.0.0.1:\u0665\u0663"]\n' + ZONE,
+        "server.listen[0]",
+        "HOST:PORT",
+        id="listen-non-ascii-digits",
+    ),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import trio
@@ -83,3 +84,17 @@ def test_json_object_reads_members_lazily_like_json_loads() -> None:
     broken = JsonObject('{"a.example.com": ["192.0.2.1"], "b": ', "t")
     with pytest.raises(SourceError, match="line 1 column 39: Expecting value"):
         list(broken.items())
+
+
+async def test_a_small_file_with_a_name_twice_reports_it(tmp_path: Path) -> None:
+    from cowdns.config import parse_config
+    from cowdns.store.reloader import Reloader
+    from cowdns.store.snapshot import SnapshotHolder
+    from cowdns.store.sources.file import FileSource
+
+    zones = parse_config({"zone": [{"origin": "example.com"}]}, tmp_path).zones
+    table = tmp_path / "table.json"
+    table.write_text('{"www.example.com": ["192.0.2.1"], "www.example.com": ["192.0.2.2"]}')
+    reloader = Reloader(FileSource(table), SnapshotHolder.empty(zones))
+    result = await reloader.reload()
+    assert (result.outcome, result.names, result.rejected) == ("loaded", 1, 1)

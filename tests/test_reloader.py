@@ -641,3 +641,25 @@ async def test_a_full_reload_restarts_the_watch_from_the_new_version() -> None:
             assert (await reloader.reload()).outcome == "loaded"
             assert await source.started.receive() == "2"
         nursery.cancel_scope.cancel()
+
+
+async def test_an_empty_store_at_start_up_does_not_wipe_the_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    _source, _holder, first = make(TEN, state_file=state)
+    assert (await first.reload()).outcome == "loaded"
+    assert json.loads(state.read_text())["names"] == 10
+
+    _source, holder, second = make({}, state_file=state)
+    result = await second.load_initial()
+    assert result.outcome == "loaded" and result.names == 10  # served from the state file
+    assert len(holder.current) == 10
+    assert len(json.loads(state.read_text())["table"]) == 10  # and not overwritten
+    assert second.last_result is not None
+
+
+async def test_a_rejected_pushed_value_drops_the_name_like_a_full_load() -> None:
+    _source, holder, reloader = make(TEN)
+    assert (await reloader.reload()).outcome == "loaded"
+    await reloader.apply_changes([Change("h1.example.com", "garbage")], "v2")
+    assert holder.current.lookup("h1.example.com.") is None
+    assert len(holder.current) == 9

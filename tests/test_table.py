@@ -361,3 +361,20 @@ async def test_build_table_yields_every_chunk(size: int, chunk: int, calls: int)
     builder = await build_table(ZONES, raw, checkpoint, chunk=chunk)
     assert calls_made == calls
     assert len(builder.entries) == size
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        pytest.param("*.example.com", ["192.0.2.1"], "wildcard", id="wildcard"),
+        pytest.param("a.*.example.com", ["192.0.2.1"], "wildcard", id="inner-wildcard"),
+        pytest.param("big.example.com", ["192.0.2.1"] * 2001, "at most 2000", id="too-many"),
+        pytest.param("nul.example.com", ["192.0.2.1\x00"], "not an IPv4", id="nul-address"),
+        pytest.param("sur.example.com", ["\ud800"], "not an IPv4", id="surrogate-address"),
+    ],
+)
+def test_entries_that_cannot_be_served_are_rejected(key: str, value: object, words: str) -> None:
+    with pytest.raises(EntryError) as caught:
+        parse_entry(key, value, ZONES)
+    assert caught.value.key == key
+    assert words in caught.value.message

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,7 @@ def write_state_file(path: Path, entries: Mapping[str, Entry], version: str) -> 
         "cowdns_state": STATE_FORMAT,
         "version": version,
         "saved_at": time.time(),
+        "names": len(entries),  # before the table: readable without parsing it all
         "table": {key: entry_to_json(entry) for key, entry in entries.items()},
     }
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -109,6 +111,17 @@ def write_state_file(path: Path, entries: Mapping[str, Entry], version: str) -> 
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def state_file_names(path: Path) -> int | None:
+    """How many names a state file holds, read from its head; None if unknown."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    match = re.search(rb'"names":(\d+)', head)
+    return int(match[1]) if match else None
 
 
 def load_state_file(path: Path) -> Fetched:
@@ -163,6 +176,7 @@ class Reloader:
         self._failures = 0
         self._reported: set[tuple[str, str]] = set()
         self._phase = "waiting"
+        self._state_names: int | None = None
         self._watch_scope: trio.CancelScope | None = None
 
     # -- triggers ---------------------------------------------------------------
@@ -239,13 +253,19 @@ class Reloader:
         return result
 
     def _guard_shrink(self, new_size: int, *, force: bool) -> None:
-        old_size = len(self.table.table().entries)
+        served = self.table.table()
+        old_size = len(served.entries)
+        what = "served"
+        if served.generation == 0 and self._state_names:
+            # Nothing served yet: the last good table (the state file) is the baseline, so
+            # an empty store at start-up cannot wipe it.
+            old_size, what = self._state_names, "in the last good table (state file)"
         if force or old_size == 0:
             return
         dropped = (old_size - new_size) / old_size
         if dropped > self.max_shrink:
             raise ReloadRefused(
-                f"new table has {new_size} names, {dropped:.0%} fewer than the {old_size} served"
+                f"new table has {new_size} names, {dropped:.0%} fewer than the {old_size} {what}"
                 f" (limit {self.max_shrink:.0%}); keeping the served table (force to override)"
             )
 
@@ -288,8 +308,9 @@ class Reloader:
             for count, change in enumerate(changes, 1):
                 if change.value is None:
                     builder.delete(change.key)
-                else:
-                    builder.put(change.key, change.value)
+                elif builder.put(change.key, change.value) is None:
+                    # Rejected: drop the name, exactly as a full load of the store would.
+                    builder.delete(change.key)
                 if count % self.chunk == 0:
                     await self.checkpoint()
             try:
@@ -371,8 +392,14 @@ class Reloader:
 
     async def load_initial(self) -> ReloadResult:
         """First load; when the store is unreachable, fall back to the state file."""
+        if self.state_file is not None:
+            self._state_names = await trio.to_thread.run_sync(state_file_names, self.state_file)
         result = await self.reload()
-        if result.outcome == "failed" and self.state_file is not None and self.state_file.exists():
+        if (
+            result.outcome in ("failed", "refused")
+            and self.state_file is not None
+            and self.state_file.exists()
+        ):
             try:
                 fetched = await trio.to_thread.run_sync(load_state_file, self.state_file)
             except SourceError as exc:
@@ -388,7 +415,8 @@ class Reloader:
                 await self.table.install(builder, fetched.version)
                 state_result = self._result("loaded", started, rejected=len(builder.rejected))
             log.warning(
-                "store unreachable; serving the last good table from %s (version %s, %d names)",
+                "store %s; serving the last good table from %s (version %s, %d names)",
+                "unreachable" if result.outcome == "failed" else "refused by the shrink guard",
                 self.state_file,
                 fetched.version,
                 state_result.names,

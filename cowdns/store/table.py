@@ -26,6 +26,7 @@ from cowdns.errors import EntryError
 from cowdns.store.zones import Zone, Zones, name_key
 
 __all__ = [
+    "MAX_ADDRESSES",
     "MAX_TTL",
     "Entry",
     "TableBuilder",
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 MAX_TTL = 2**31 - 1
+# 2,000 AAAA records are 56 KB on the wire: the largest answer a TCP message can carry.
+MAX_ADDRESSES = 2000
 
 # Names that are already lower-case LDH (plus underscore) labels skip dnspython's parser;
 # anything else (escapes, Unicode, upper case) takes the full path.
@@ -78,6 +81,8 @@ def _key_of(key: str, zones: Zones) -> tuple[str, Zone]:
         zone = zones.find_key(canonical)
     else:
         name = parse_name(key)
+        if b"*" in name.labels:
+            raise EntryError(key, "wildcard names are not supported; list each name")
         canonical = name_key(name)
         zone = zones.find(name)
     if zone is None:
@@ -90,6 +95,10 @@ def _parse_ips(key: str, ips: object) -> tuple[tuple[str, ...], tuple[str, ...]]
         raise EntryError(key, 'addresses must be a list such as ["192.0.2.1"]')
     if not ips:
         raise EntryError(key, "no addresses")
+    if len(ips) > MAX_ADDRESSES:
+        raise EntryError(
+            key, f"{len(ips)} addresses; at most {MAX_ADDRESSES} fit in one answer (64 KB over TCP)"
+        )
     v4: list[str] = []
     v6: list[str] = []
     for ip in ips:

@@ -169,16 +169,17 @@ class FileSource:
     async def fetch(self) -> Fetched | None:
         try:
             # Reading and hashing release the GIL: done in a thread, they never stall answers.
-            data, digest = await trio.to_thread.run_sync(_read_and_hash, self.path)
+            # abandon_on_cancel: a read stuck on a dead mount must not outlive the deadline.
+            data, digest = await trio.to_thread.run_sync(
+                _read_and_hash, self.path, abandon_on_cancel=True
+            )
         except OSError as exc:
             raise SourceError(f"{self.description}: {exc.strerror or exc}") from None
         if digest == self._last_digest:
             return None
-        entries: Mapping[str, object]
-        if len(data) <= SMALL_BODY:
-            entries = load_json_object(data, self.description)
-        else:
-            entries = JsonObject(_text(data, self.description), self.description)
+        # Members are decoded while the table is built: no second copy of the table, and
+        # a name given twice reaches the validator twice (it reports the duplicate).
+        entries = JsonObject(_text(data, self.description), self.description)
         self._last_digest = digest
         return Fetched(entries, f"sha256:{digest}")
 
