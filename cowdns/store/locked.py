@@ -50,7 +50,7 @@ class LockedTable:
         zones: Zones,
         *,
         lock: RWLock | None = None,
-        chunk: int = 500,
+        chunk: int = 100,
         checkpoint: Callable[[], Awaitable[None]] = trio.lowlevel.checkpoint,
     ) -> None:
         if chunk < 1:

@@ -237,7 +237,7 @@ async def build_table(
     raw: Mapping[str, object],
     checkpoint: Callable[[], Awaitable[None]],
     *,
-    chunk: int = 500,
+    chunk: int = 100,
 ) -> TableBuilder:
     """Validate a whole raw table, yielding to the event loop every ``chunk`` keys.
 

@@ -150,9 +150,11 @@ async def decode_json_object(data: bytes, where: str, *, chunk: int = 2000) -> d
     return result
 
 
-def _read_and_hash(path: Path) -> tuple[bytes, str]:
+def _read(path: Path, where: str) -> tuple[str, str]:
+    """The file's text and digest; in a worker thread (reading, hashing and decoding
+    a big file would otherwise hold up the answers)."""
     data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()[:16]
+    return _text(data, where), hashlib.sha256(data).hexdigest()[:16]
 
 
 class FileSource:
@@ -170,8 +172,8 @@ class FileSource:
         try:
             # Reading and hashing release the GIL: done in a thread, they never stall answers.
             # abandon_on_cancel: a read stuck on a dead mount must not outlive the deadline.
-            data, digest = await trio.to_thread.run_sync(
-                _read_and_hash, self.path, abandon_on_cancel=True
+            text, digest = await trio.to_thread.run_sync(
+                _read, self.path, self.description, abandon_on_cancel=True
             )
         except OSError as exc:
             raise SourceError(f"{self.description}: {exc.strerror or exc}") from None
@@ -179,7 +181,7 @@ class FileSource:
             return None
         # Members are decoded while the table is built: no second copy of the table, and
         # a name given twice reaches the validator twice (it reports the duplicate).
-        entries = JsonObject(_text(data, self.description), self.description)
+        entries = JsonObject(text, self.description)
         self._last_digest = digest
         return Fetched(entries, f"sha256:{digest}")
 
