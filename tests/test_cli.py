@@ -123,10 +123,13 @@ async def dig_short(try_line: str) -> list[str]:
 # -- serve ------------------------------------------------------------------------
 
 
-async def launch(nursery: trio.Nursery, config: Path) -> tuple[trio.Process, Lines, Lines, str]:
-    """Start ``cowdns serve`` on a free port; the process, its stdout, stderr and try line."""
+async def launch(
+    nursery: trio.Nursery, config: Path, *args: str
+) -> tuple[trio.Process, Lines, Lines, str]:
+    """Start ``cowdns serve`` (on a free port unless ``args`` say otherwise); the process,
+    its stdout, stderr and try line."""
     process = await trio.lowlevel.open_process(
-        command("serve", "--config", str(config), "--listen", "127.0.0.1:0"),
+        command("serve", "--config", str(config), *(args or ("--listen", "127.0.0.1:0"))),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=config.parent,

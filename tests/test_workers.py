@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import dns.message
 import trio
 
 from tests.helpers import TABLE, addresses, udp_exchange, write_config
-from tests.test_cli import PROCESS_WAIT, Lines, command, environment
+from tests.test_cli import PROCESS_WAIT, Lines, command, environment, launch
 
 
 def free_port() -> int:
@@ -46,21 +45,10 @@ def children(pid: int) -> list[int]:
 async def start_group(
     nursery: trio.Nursery, config: Path, port: int
 ) -> tuple[trio.Process, Lines, Lines]:
-    process = await trio.lowlevel.open_process(
-        command(
-            "serve", "--config", str(config), "--listen", f"127.0.0.1:{port}", "--workers", "2"
-        ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=config.parent,
-        env=environment(),
+    process, out, err, _try = await launch(
+        nursery, config, "--listen", f"127.0.0.1:{port}", "--workers", "2"
     )
-    assert process.stdout is not None and process.stderr is not None
-    out, err = Lines(process.stdout), Lines(process.stderr)
-    nursery.start_soon(out.pump)
-    nursery.start_soon(err.pump)
     with trio.fail_after(PROCESS_WAIT):
-        await out.wait_for("try:")
         # Both workers have loaded their own table.
         while sum("reload loaded generation=1" in line for line in err.lines) < 2:
             await err._changed.wait()
