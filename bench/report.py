@@ -358,9 +358,13 @@ def plot_scenario(path: Path, scenario: Scenario, records: Sequence[RunRecord]) 
             elif event.kind == "stuck" and 0 <= at <= len(xs):
                 for axis in (top, bottom):
                     axis.axvline(at, color=color, ls="-.", lw=1)
+        # Servers asked at the same moment would hide each other's line: each
+        # draws every n-th dash of the pattern, shifted by its index, so
+        # coinciding lines alternate colours instead.
+        dashed = (4.0 * index, (4.0, 4.0 * max(len(records) - 1, 1)))
         for asked in record.reloads_requested:
             for axis in (top, bottom):
-                axis.axvline(asked - load.started, color=color, ls=":", lw=0.8)
+                axis.axvline(asked - load.started, color=color, ls=dashed, lw=1.0)
     top.set_ylabel("answers / s")
     top.set_ylim(bottom=0)
     top.set_title(scenario.title, fontsize=10)
@@ -368,8 +372,9 @@ def plot_scenario(path: Path, scenario: Scenario, records: Sequence[RunRecord]) 
     bottom.set_yscale("log")
     bottom.set_ylabel("p99 latency, ms (by send second)")
     bottom.set_xlabel(
-        "seconds since load start · dotted: reload asked · shaded: reload running"
-        " (server log) · dash-dot: watchdog 'stuck'"
+        "seconds since load start\n"
+        "dashed: reload asked · shaded: reload running (server log) · dash-dot: watchdog 'stuck'",
+        fontsize=9,
     )
     if timeout_ms:
         bottom.axhline(timeout_ms, color="grey", lw=0.5)
