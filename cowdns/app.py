@@ -183,6 +183,9 @@ async def serve(
                 len(served.entries),
                 served.generation,
             )
+            # This frame lives as long as the server: holding the first table here
+            # would keep it in memory after every reload.
+            del served
             if announce:
                 print(
                     f"cowdns listening on {where} (udp+tcp), mode {server.mode}, pid {os.getpid()}",
