@@ -290,14 +290,19 @@ class Reloader:
             " means the write lock was not granted (a reader holds it; see the lock watchdog)"
         )
 
-    async def _install_full(self, fetched: Fetched, started: float, *, force: bool) -> ReloadResult:
+    async def _build(self, fetched: Fetched) -> TableBuilder:
+        """Validate a whole fetched table off to the side and report its bad keys."""
         self._phase = "building"
         with _collector_paused():
             builder = await build_table(
                 self.table.zones, fetched.entries, self.checkpoint, chunk=self.chunk
             )
         for error in builder.rejected:
-            self._report(error)  # even when the guard refuses: the bad keys are often why
+            self._report(error)  # before any guard refuses the table: they are often why
+        return builder
+
+    async def _install_full(self, fetched: Fetched, started: float, *, force: bool) -> ReloadResult:
+        builder = await self._build(fetched)
         self._guard_shrink(len(builder.entries), force=force)
         result = await self._install(builder, fetched.version, started)
         if self._watch_scope is not None:
@@ -323,12 +328,9 @@ class Reloader:
             )
 
     async def _install(self, builder: TableBuilder, version: str, started: float) -> ReloadResult:
-        rejected = builder.rejected
-        for error in rejected:
-            self._report(error)
         self._phase = "installing"
         await self.table.install(builder, version)
-        result = self._result("loaded", started, rejected=len(rejected))
+        result = self._result("loaded", started, rejected=len(builder.rejected))
         if self.state_file is not None:
             await self._save_state()
         return result
@@ -366,6 +368,8 @@ class Reloader:
                     builder.delete(change.key)
                 if count % self.chunk == 0:
                     await self.checkpoint()
+            for error in builder.rejected:
+                self._report(error)
             try:
                 self._guard_shrink(len(builder.entries), force=False)
             except ReloadRefused as exc:
@@ -458,27 +462,19 @@ class Reloader:
             except SourceError as exc:
                 log.error("%s", exc)
                 return result
-            async with self._lock:
-                started = time.monotonic()
-                with _collector_paused():
-                    builder = await build_table(
-                        self.table.zones, fetched.entries, self.checkpoint, chunk=self.chunk
-                    )
-                for error in builder.rejected:
-                    self._report(error)
-                await self.table.install(builder, fetched.version)
-                state_result = self._result("loaded", started, rejected=len(builder.rejected))
             log.warning(
-                "store %s; serving the last good table from %s (version %s, %d names)",
+                "store %s; serving the last good table from %s (version %s)",
                 "unreachable" if result.outcome == "failed" else "refused by the shrink guard",
                 self.state_file,
                 fetched.version,
-                state_result.names,
             )
-            self.loaded.set()
-            self.last_result = state_result
-            for hook in self.on_result:
-                hook(state_result)
+            async with self._lock:
+                started = time.monotonic()
+                builder = await self._build(fetched)
+                self._phase = "installing"
+                await self.table.install(builder, fetched.version)
+                state_result = self._result("loaded", started, rejected=len(builder.rejected))
+            self._finish(state_result)
             return state_result
         return result
 
