@@ -40,7 +40,7 @@ from cowdns.stats import QueryStats
 from cowdns.store.locked import LockedTable
 from cowdns.store.snapshot import SnapshotHolder, TableView
 from cowdns.store.table import Entry
-from cowdns.wire import decode, encode, error_response, render
+from cowdns.wire import decode, encode, error_response, render, size_limit
 
 __all__ = ["Engine", "leaky_lookup"]
 
@@ -231,7 +231,7 @@ class Engine:
             return decoded, 0, decoded[3] & 0xF, False, None
         if isinstance(decoded, dns.message.Message):
             self.stats.malformed[transport] += 1
-            error = encode(decoded, 65535 if transport == "tcp" else 512)
+            error = encode(decoded, size_limit(transport, None, self.max_payload))
             qtype = decoded.question[0].rdtype if decoded.question else 0
             return error, qtype, decoded.rcode(), False, None
         request = decoded

@@ -28,6 +28,9 @@ from typing import Final
 
 import dns.edns
 
+from cowdns.filters.base import Transport
+from cowdns.wire import size_limit
+
 __all__ = ["CacheKey", "cache_key", "splice"]
 
 CacheKey = tuple[bytes, int, int, bool, int, bool, int, str]
@@ -49,10 +52,9 @@ _VALIDATED: Final = frozenset(
 _RD_CD: Final = 0x0100 | 0x0010
 _DO: Final = 0x8000
 _TYPE_OPT: Final = 41
-TCP_LIMIT: Final = 65535
 
 
-def cache_key(data: bytes, transport: str, max_payload: int) -> CacheKey | None:
+def cache_key(data: bytes, transport: Transport, max_payload: int) -> CacheKey | None:
     """The cache key of a plain query, or None when it must take the normal path."""
     end = len(data)
     if end < 17:
@@ -78,11 +80,11 @@ def cache_key(data: bytes, transport: str, max_payload: int) -> CacheKey | None:
     pos += 4
     edns = False
     do = False
-    payload = 512
+    advertised: int | None = None
     if arcount:
         if pos + 11 > end or data[pos] != 0:
             return None
-        rtype, advertised, _ext, version, eflags, rdlen = _OPT.unpack_from(data, pos + 1)
+        rtype, offered, _ext, version, eflags, rdlen = _OPT.unpack_from(data, pos + 1)
         pos += 11
         if rtype != _TYPE_OPT or version != 0 or pos + rdlen != end:
             return None
@@ -98,11 +100,10 @@ def cache_key(data: bytes, transport: str, max_payload: int) -> CacheKey | None:
             return None
         edns = True
         do = bool(eflags & _DO)
-        payload = max(512, min(advertised, max_payload))
+        advertised = offered
     elif pos != end:
         return None
-    if transport == "tcp":
-        payload = TCP_LIMIT
+    payload = size_limit(transport, advertised, max_payload)
     return (name, qtype, qclass, edns, payload, do, flags & _RD_CD, transport)
 
 

@@ -33,12 +33,23 @@ import dns.rrset
 from cowdns.filters.base import Answer, Request, Transport
 from cowdns.store.zones import name_key
 
-__all__ = ["HEADER", "decode", "encode", "render"]
+__all__ = ["HEADER", "decode", "encode", "render", "size_limit"]
 
 HEADER = struct.Struct("!HHHHHH")
 _QR = dns.flags.QR
 _COPIED = dns.flags.RD | dns.flags.CD
 TCP_LIMIT = 65535
+UDP_MINIMUM = 512
+
+
+def size_limit(transport: Transport, advertised: int | None, max_payload: int) -> int:
+    """How many bytes an answer may take: 64 KB over TCP; over UDP 512 without EDNS,
+    else the advertised size, at least 512 and at most our own ``max_payload``."""
+    if transport == "tcp":
+        return TCP_LIMIT
+    if advertised is None:
+        return UDP_MINIMUM
+    return max(UDP_MINIMUM, min(advertised, max_payload))
 
 
 def _header_only(data: bytes, rcode: dns.rcode.Rcode) -> bytes:
@@ -83,12 +94,7 @@ def decode(
     if message.edns > 0:
         return error_response(message, dns.rcode.BADVERS, max_payload, question=True)
     rrset = message.question[0]
-    if transport == "tcp":
-        payload = TCP_LIMIT
-    elif message.edns == 0:
-        payload = max(512, min(message.payload, max_payload))
-    else:
-        payload = 512
+    payload = size_limit(transport, message.payload if message.edns == 0 else None, max_payload)
     return Request(
         message, rrset.name, rrset.rdtype, rrset.rdclass, name_key(rrset.name), transport, payload
     )
