@@ -105,6 +105,13 @@ class Lines:
                 raise AssertionError(f"{text!r} never came; got {self.lines}")
             await self._changed.wait()
 
+    async def wait_count(self, text: str, count: int) -> None:
+        """Until ``count`` lines containing ``text`` have been written."""
+        while sum(text in line for line in self.lines) < count:
+            if self.closed:
+                raise AssertionError(f"{text!r} came fewer than {count} times; got {self.lines}")
+            await self._changed.wait()
+
     async def wait_closed(self) -> None:
         while not self.closed:
             await self._changed.wait()

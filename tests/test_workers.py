@@ -50,8 +50,7 @@ async def start_group(
     )
     with trio.fail_after(PROCESS_WAIT):
         # Both workers have loaded their own table.
-        while sum("reload loaded generation=1" in line for line in err.lines) < 2:
-            await err._changed.wait()
+        await err.wait_count("reload loaded generation=1", 2)
     return process, out, err
 
 
@@ -80,8 +79,7 @@ async def test_two_workers_share_a_port_reload_together_and_stop_together(tmp_pa
         (tmp_path / "table.json").write_text(json.dumps(table))
         process.send_signal(signal.SIGHUP)  # forwarded to every worker
         with trio.fail_after(PROCESS_WAIT):
-            while sum("reload loaded generation=2" in line for line in err.lines) < 2:
-                await err._changed.wait()
+            await err.wait_count("reload loaded generation=2", 2)
         assert await answers_from_many_ports(port) == {"192.0.2.44"}
 
         process.send_signal(signal.SIGTERM)
