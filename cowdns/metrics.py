@@ -180,6 +180,11 @@ class CowdnsCollector(Collector):
             "Cacheable queries that took the normal path.",
             value=stats.cache_misses,
         )
+        yield CounterMetricFamily(
+            "cowdns_cache_carried",
+            "Cached replies kept across a reload (their name did not change); also hits.",
+            value=stats.cache_carried,
+        )
         yield _histogram(
             "cowdns_answer_latency_seconds",
             "Time inside cowdns from a query's bytes to its reply's bytes.",

@@ -565,3 +565,19 @@ async def test_admin_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     lines = result.stderr.decode().splitlines()
     assert lines[-1] == f"cowdns: cannot listen on 127.0.0.1:{port} (admin): Address already in use"
+
+
+async def test_replies_carried_over_a_reload_are_counted(
+    running: Running, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    where = address(running)
+    await udp_query(where, dns.message.make_query("api.example.com", "A"))
+    before = await scrape(client)
+    edit_table(tmp_path, www=["192.0.2.99"])  # www changes, api does not
+    assert (await running.reloader.reload()).outcome == "loaded"
+    response = await udp_query(where, dns.message.make_query("api.example.com", "A"))
+    assert addresses(response) == ["192.0.2.20", "192.0.2.21"]
+    after = await scrape(client)
+    # Locked mode clears its cache under the write lock: nothing is carried there.
+    expected = 1 if running.config.server.mode == "cow" else 0
+    assert after("cowdns_cache_carried_total") - before("cowdns_cache_carried_total") == expected
